@@ -1,0 +1,72 @@
+"""The `sipvis` command line: a click group whose subcommands live one per file in this package.
+
+Subcommands are imported lazily so `sipvis --help` stays fast and a command's
+heavy imports (torch, av) are paid only when that command runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from sipvis import SipvisError, __version__
+
+# command name -> (module, one-line help shown by `sipvis --help` without importing it)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "track": ("sipvis.cli.track", "Segment and track objects in videos, folders, streams."),
+    "weights": ("sipvis.cli.weights", "List, download, convert and inspect checkpoints."),
+    "eval": ("sipvis.cli.eval", "Score YouTube-VIS results, or run a dataset split."),
+    "synth": ("sipvis.cli.synth", "Write a synthetic YouTube-VIS-format dataset."),
+    "train": ("sipvis.cli.train", "Train a model from a TOML config."),
+    "demo": ("sipvis.cli.demo", "Offline demo: synthetic clip + bundled demo weights."),
+    "bench": ("sipvis.cli.bench", "Measure the throughput of each pipeline stage."),
+    "live": ("sipvis.cli.live", "Live segmentation of a camera or stream in a window."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (module, _) in COMMANDS.items() if _module_exists(module)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not _module_exists(COMMANDS[name][0]):
+            return None
+        return importlib.import_module(COMMANDS[name][0]).command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SipvisError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _module_exists(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sipvis")
+def cli() -> None:
+    """sipvis: segment every object in a video, name it, and follow it across frames."""
+
+
+def main() -> None:
+    try:
+        cli(prog_name="sipvis")
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+__all__ = ["cli", "main"]

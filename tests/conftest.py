@@ -1,0 +1,39 @@
+"""Shared test fixtures: paths to ../shared, and the CI rule that a missing fixture fails instead of skipping."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+REFERENCE = SHARED / "reference" / "sipmask_vis"
+YTVIS_EVAL = SHARED / "reference" / "ytvis_eval"
+MEDIA = SHARED / "media"
+
+
+def require(path: Path) -> Path:
+    """Return `path` if it exists; otherwise skip the test (outside CI) or fail it (under CI=true)."""
+    if path.exists():
+        return path
+    reason = f"fixture {path} is missing (../shared is not beside the repository)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
