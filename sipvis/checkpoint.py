@@ -1,0 +1,228 @@
+"""sipvis checkpoints (safetensors weights + a JSON config) and the converter from the original
+mmdetection-v1 checkpoints (`{'state_dict', 'meta'}` .pth files).
+
+A sipvis checkpoint is a pair: `NAME.safetensors` (tensors under sipvis parameter names) and
+`NAME.json` ({"format": "sipvis-checkpoint", "version": 1, "model": SipMaskConfig.to_dict(), ...}).
+The model never sees mmdet key names: `mmdet_key_to_sipvis` is the whole mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sipvis.errors import SipvisError
+from sipvis.model.config import YTVIS_2019_CLASSES, SipMaskConfig
+
+FORMAT_NAME = "sipvis-checkpoint"
+
+# (pattern on the mmdet key, replacement), applied in order; the first match wins.
+_MMDET_RULES: list[tuple[str, str]] = [
+    (r"^backbone\.(.*)$", r"backbone.\1"),
+    (r"^neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(weight|bias)$", r"neck.\1.\2.\3"),
+    (r"^bbox_head\.cls_convs\.(\d+)\.(conv|gn)\.(.*)$", r"head.cls_tower.\1.\2.\3"),
+    (r"^bbox_head\.reg_convs\.(\d+)\.(conv|gn)\.(.*)$", r"head.reg_tower.\1.\2.\3"),
+    (r"^bbox_head\.track_convs\.(\d+)\.(conv|gn)\.(.*)$", r"head.track_tower.\1.\2.\3"),
+    (r"^bbox_head\.fcos_cls\.(.*)$", r"head.cls_logits.\1"),
+    (r"^bbox_head\.fcos_reg\.(.*)$", r"head.bbox_pred.\1"),
+    (r"^bbox_head\.fcos_centerness\.(.*)$", r"head.centerness.\1"),
+    (r"^bbox_head\.scales\.(\d+)\.scale$", r"head.scales.\1.scale"),
+    (r"^bbox_head\.feat_align\.conv_offset\.(.*)$", r"head.feature_align.offset.\1"),
+    (r"^bbox_head\.feat_align\.conv_adaption\.(.*)$", r"head.feature_align.deform_conv.\1"),
+    (r"^bbox_head\.feat_align\.norm\.(.*)$", r"head.feature_align.norm.\1"),
+    (r"^bbox_head\.sip_cof\.(.*)$", r"head.mask_coeffs.\1"),
+    (r"^bbox_head\.sip_mask_lat0\.(.*)$", r"head.basis_fuse.\1"),
+    (r"^bbox_head\.sip_mask_lat\.(.*)$", r"head.basis_out.\1"),
+    (r"^bbox_head\.(sipmask_track|fovea_track)\.(.*)$", r"head.track_fuse.\2"),
+]
+
+# Layers whose shape depends on the class set, and the tracking branch (absent from COCO checkpoints).
+CLASS_DEPENDENT = ("head.cls_logits.",)
+TRACKING_BRANCH = ("head.track_tower.", "head.track_fuse.")
+
+
+def mmdet_key_to_sipvis(key: str) -> str | None:
+    """Map one original parameter name to ours; None for keys we drop (BatchNorm's num_batches_tracked)."""
+    if key.endswith("num_batches_tracked"):
+        return None
+    for pattern, repl in _MMDET_RULES:
+        if re.match(pattern, key):
+            return re.sub(pattern, repl, key).replace(".gn.", ".norm.")
+    return key  # unknown keys pass through and are reported as unexpected
+
+
+@dataclass
+class LoadReport:
+    """What did not fit when loading weights into a model."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mis_shaped: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mis_shaped)
+
+    def summary(self, limit: int = 4) -> str:
+        parts = []
+        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected),
+                            ("mis-shaped", self.mis_shaped)):
+            if keys:
+                shown = ", ".join(keys[:limit]) + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
+                parts.append(f"{len(keys)} {label} ({shown})")
+        return "; ".join(parts)
+
+
+def read_mmdet_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read an mmdet-v1 `.pth` -> (state_dict, meta). Only tensors and plain data are unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise SipvisError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SipvisError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        state, meta = obj["state_dict"], obj.get("meta") or {}
+    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, meta = obj, {}
+    else:
+        raise SipvisError(f"{path} is not an mmdetection checkpoint (expected a dict with 'state_dict')")
+    return {k.removeprefix("module."): v for k, v in state.items()}, meta
+
+
+def infer_config(state: dict[str, torch.Tensor], class_names: tuple[str, ...] | None = None) -> SipMaskConfig:
+    """Model config from converted keys: ResNet depth from the number of stage-3 blocks, classes from
+    the classification layer (40 -> YouTube-VIS 2019 names), caffe style (the original's only choice)."""
+    blocks3 = {int(m.group(1)) for k in state if (m := re.match(r"backbone\.layer3\.(\d+)\.", k))}
+    depth = {6: 50, 23: 101}.get(len(blocks3))
+    if depth is None or "head.cls_logits.weight" not in state:
+        raise SipvisError("checkpoint is not a SipMask model: no ResNet-50/101 backbone or no classification layer")
+    n_cls = state["head.cls_logits.weight"].shape[0]
+    if class_names is None:
+        class_names = YTVIS_2019_CLASSES if n_cls == 40 else tuple(f"class_{i}" for i in range(n_cls))
+    return SipMaskConfig(class_names=tuple(class_names), depth=depth, style="caffe")
+
+
+def convert_mmdet(state: dict[str, torch.Tensor], target: SipMaskConfig | None = None
+                  ) -> tuple[SipMaskConfig, dict[str, torch.Tensor], LoadReport]:
+    """Convert an original state dict into a complete sipvis state dict for `target`.
+
+    With `target` None the config is inferred from the checkpoint. When the checkpoint's classes differ
+    from the target's (a COCO model fine-tuned to YouTube-VIS) or it has no tracking branch, those layers
+    are freshly initialised and listed in `report.reinitialised`; any other mismatch is an error.
+    """
+    from sipvis.model.sipmask import SipMaskVIS
+
+    renamed = {}
+    for key, value in state.items():
+        new = mmdet_key_to_sipvis(key)
+        if new is not None:
+            renamed[new] = value
+    source_cfg = infer_config(renamed)
+    cfg = target or source_cfg
+    model = SipMaskVIS(cfg)
+    model.init_weights()
+    expected = model.state_dict()
+    report = LoadReport()
+    for key, value in renamed.items():
+        if key not in expected:
+            report.unexpected.append(key)
+        elif expected[key].shape != value.shape:
+            if key.startswith(CLASS_DEPENDENT):
+                report.reinitialised.append(key)
+            else:
+                report.mis_shaped.append(f"{key} {tuple(value.shape)} vs {tuple(expected[key].shape)}")
+        else:
+            expected[key] = value.to(expected[key].dtype)
+    for key in expected:
+        if key not in renamed:
+            if key.startswith(TRACKING_BRANCH):
+                report.reinitialised.append(key)
+            else:
+                report.missing.append(key)
+    if not report.ok:
+        raise SipvisError(f"checkpoint does not fit SipMask-VIS R{cfg.depth}: {report.summary()}")
+    return cfg, expected, report
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """`x`, `x.safetensors` or `x.json` -> (x.safetensors, x.json)."""
+    path = Path(path)
+    base = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
+
+
+def save_checkpoint(path: str | Path, cfg: SipMaskConfig, state: dict[str, torch.Tensor], **meta) -> Path:
+    """Write `path.safetensors` + `path.json`; returns the .safetensors path."""
+    from safetensors.torch import save_file
+
+    weights_path, config_path = checkpoint_paths(path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    try:
+        save_file(tensors, str(weights_path))
+        config_path.write_text(json.dumps({"format": FORMAT_NAME, "version": 1, "model": cfg.to_dict(),
+                                           **meta}, indent=2))
+    except OSError as exc:
+        raise SipvisError(f"cannot write checkpoint {weights_path}: {exc.strerror or exc}") from None
+    return weights_path
+
+
+def load_checkpoint(path: str | Path) -> tuple[SipMaskConfig, dict[str, torch.Tensor], dict]:
+    """Read a sipvis checkpoint -> (config, state_dict, metadata)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_path, config_path = checkpoint_paths(path)
+    if not weights_path.is_file():
+        raise SipvisError(f"checkpoint not found: {weights_path}")
+    if not config_path.is_file():
+        raise SipvisError(f"checkpoint config not found: {config_path} (it must sit next to the .safetensors)")
+    try:
+        meta = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SipvisError(f"{config_path} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise SipvisError(f"{config_path} is not a sipvis checkpoint config (format != {FORMAT_NAME!r})")
+    try:
+        cfg = SipMaskConfig.from_dict(meta["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SipvisError(f"{config_path} has an invalid model config: {exc}") from None
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SipvisError(f"{weights_path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    return cfg, state, meta
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load with a readable report instead of PyTorch's multi-line error."""
+    expected = model.state_dict()
+    report = LoadReport(
+        missing=[k for k in expected if k not in state],
+        unexpected=[k for k in state if k not in expected],
+        mis_shaped=[f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
+                    if k in expected and expected[k].shape != v.shape],
+    )
+    if not report.ok:
+        raise SipvisError(f"{source} does not fit the model: {report.summary()}")
+    model.load_state_dict(state)
+
+
+def build_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Load a sipvis checkpoint into a ready `SipMaskVIS` in eval mode."""
+    from sipvis.model.sipmask import SipMaskVIS
+
+    cfg, state, _ = load_checkpoint(path)
+    model = SipMaskVIS(cfg)
+    load_state_into(model, state, str(path))
+    return model.eval().to(device)

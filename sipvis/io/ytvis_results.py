@@ -1,0 +1,77 @@
+"""YouTube-VIS results: frame-level tracked instances aggregated into one entry per track.
+
+Format (CodaLab): a JSON list of {"video_id", "category_id", "score", "segmentations"} where
+`segmentations` holds one pycocotools compressed RLE (counts as str) or null per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from sipvis.errors import SipvisError
+from sipvis.results import FrameInstances
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """(H, W) bool -> compressed RLE with `counts` as str."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")}
+
+
+class VideoResultsBuilder:
+    """Collects one video's frames and aggregates them per track as the original does:
+    score = mean of the track's per-frame scores, category = 1 + most frequent label (ties: smallest).
+
+    Args:
+        video_id: the id written into every entry (1-based, as YouTube-VIS).
+    """
+
+    def __init__(self, video_id: int = 1) -> None:
+        self.video_id = video_id
+        self.num_frames = 0
+        self._tracks: dict[int, dict] = defaultdict(lambda: {"scores": {}, "labels": [], "segms": {}})
+
+    def add(self, frame: FrameInstances) -> None:
+        """Append the next processed frame (its position in `segmentations` is the call order)."""
+        position = self.num_frames
+        self.num_frames += 1
+        for i in range(len(frame)):
+            track = self._tracks[int(frame.track_ids[i])]
+            track["scores"][position] = float(frame.scores[i])
+            track["labels"].append(int(frame.labels[i]))
+            track["segms"][position] = encode_rle(frame.masks[i])
+
+    def results(self, score_overrides: dict[tuple[int, int], float] | None = None) -> list[dict]:
+        """Entries ordered by track id. `score_overrides[(position, track_id)]` replaces a frame's score
+        before averaging (used to reproduce the original's first-frame quirk, see OriginalTracker)."""
+        overrides = score_overrides or {}
+        entries = []
+        for track_id in sorted(self._tracks):
+            track = self._tracks[track_id]
+            scores = [overrides.get((pos, track_id), s) for pos, s in track["scores"].items()]
+            entries.append({
+                "video_id": self.video_id,
+                "category_id": int(np.bincount(track["labels"]).argmax()) + 1,
+                "score": float(np.mean(scores)),
+                "segmentations": [track["segms"].get(p) for p in range(self.num_frames)],
+            })
+        return entries
+
+
+def write_results_json(path: str | os.PathLike, entries: list[dict]) -> None:
+    """Write atomically (temp file + rename) so an interrupted run never leaves half a JSON."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(entries, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SipvisError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -1,0 +1,85 @@
+"""Model configuration: one dataclass holds everything that shapes the network and its test-time behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+# YouTube-VIS 2019 categories in label order (label i = category_id i + 1).
+YTVIS_2019_CLASSES: tuple[str, ...] = (
+    "person", "giant_panda", "lizard", "parrot", "skateboard", "sedan", "ape", "dog", "snake", "monkey",
+    "hand", "rabbit", "duck", "cat", "cow", "fish", "train", "horse", "turtle", "bear",
+    "motorbike", "giraffe", "leopard", "fox", "deer", "owl", "surfboard", "airplane", "truck", "zebra",
+    "tiger", "elephant", "snowboard", "boat", "shark", "mouse", "frog", "eagle", "earless_seal",
+    "tennis_racket",
+)
+
+
+@dataclass
+class SipMaskConfig:
+    """Everything that defines a SipMask-VIS model. Defaults = the paper's YouTube-VIS R50 model.
+
+    Attributes:
+        class_names: one name per class; the number of classes is their count.
+        depth: ResNet depth (18, 34, 50, 101).
+        style: "caffe" (stride on the 1x1 conv, the original's choice) or "pytorch" (stride on the 3x3).
+        frozen_stages: stem + this many stages have no gradient (1 = stem and stage 1, as the original).
+        fpn_channels / head_channels: width of FPN outputs and of the head towers.
+        cls_convs / reg_convs / track_convs: depth of each tower (the original's stacked_convs=3 gives 2/3/2).
+        num_bases: basis masks (32); each box predicts 4 x num_bases coefficients (2x2 sub-regions).
+        track_channels: width of the tracking embedding.
+        max_size: (long, short) side limits of the keep-ratio resize.
+        pixel_mean / pixel_std: per-channel normalisation in the input's channel order.
+        to_rgb: feed RGB instead of BGR (pytorch-style ImageNet weights expect RGB).
+        size_divisor: pad input height/width to a multiple of this.
+        nms_pre, score_thr, nms_iou, max_per_img, nms_top_k, mask_thr: test-time post-processing.
+    """
+
+    class_names: tuple[str, ...] = YTVIS_2019_CLASSES
+    depth: int = 50
+    style: str = "caffe"
+    frozen_stages: int = 1
+    fpn_channels: int = 256
+    head_channels: int = 256
+    cls_convs: int = 2
+    reg_convs: int = 3
+    track_convs: int = 2
+    num_bases: int = 32
+    track_channels: int = 512
+    basis_channels: int = 512
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)
+    regress_ranges: tuple[tuple[float, float], ...] = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, 1e8))
+    max_size: tuple[int, int] = (640, 360)
+    pixel_mean: tuple[float, float, float] = (102.9801, 115.9465, 122.7717)
+    pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    to_rgb: bool = False
+    size_divisor: int = 32
+    nms_pre: int = 200
+    score_thr: float = 0.03
+    nms_iou: float = 0.5
+    nms_top_k: int = 200
+    max_per_img: int = 10
+    mask_thr: float = 0.5
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SipMaskConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        d = dict(d)
+        for key in ("class_names", "strides", "max_size", "pixel_mean", "pixel_std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        if "regress_ranges" in d:
+            d["regress_ranges"] = tuple(tuple(r) for r in d["regress_ranges"])
+        return cls(**d)

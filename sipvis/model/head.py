@@ -1,0 +1,145 @@
+"""The SipMask-VIS head: FCOS-style classification/box/centerness branches with feature alignment,
+spatial coefficients for crop-split masks, contextual basis masks, and a tracking embedding map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import deform_conv2d
+
+
+@dataclass
+class HeadOutputs:
+    """Raw head outputs for a batch of B padded images of size (Hp, Wp).
+
+    Attributes:
+        cls_logits: per level (B, C, H_l, W_l) class logits.
+        bbox_reg: per level (B, 4, H_l, W_l) distances (l, t, r, b) in input pixels (already x stride).
+        centerness: per level (B, 1, H_l, W_l) logits.
+        coeffs: per level (B, 4*K, H_l, W_l) mask coefficients, K bases per 2x2 sub-region.
+        basis: (B, K, Hp/2, Wp/2) basis masks.
+        track_feats: (B, E, Hp/8, Wp/8) tracking embedding map.
+    """
+
+    cls_logits: list[torch.Tensor]
+    bbox_reg: list[torch.Tensor]
+    centerness: list[torch.Tensor]
+    coeffs: list[torch.Tensor]
+    basis: torch.Tensor
+    track_feats: torch.Tensor
+
+
+class ConvGNReLU(nn.Module):
+    """3x3 conv (no bias) + GroupNorm(32) + ReLU: one layer of a head tower."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
+        self.norm = nn.GroupNorm(32, out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class Scale(nn.Module):
+    """A learnable scalar multiplier (one per pyramid level for the box regression)."""
+
+    def __init__(self, init: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class FeatureAlign(nn.Module):
+    """Deformable 3x3 conv whose offsets come from the predicted box distances (1x1 conv, 4 -> 72).
+
+    Args:
+        channels: input/output channels.
+        offset_groups: deformable groups (4 as the original).
+    """
+
+    def __init__(self, channels: int, offset_groups: int = 4) -> None:
+        super().__init__()
+        self.offset = nn.Conv2d(4, offset_groups * 2 * 9, 1, bias=False)
+        self.deform_conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)  # weight holder only
+        self.norm = nn.GroupNorm(32, channels)
+
+    def forward(self, x: torch.Tensor, box_reg: torch.Tensor) -> torch.Tensor:
+        # offsets follow the box prediction but must not train it (the original detaches them)
+        offset = self.offset(box_reg.detach())
+        # torchvision's deform_conv2d has no half-precision CPU kernel and wants matching dtypes
+        out = deform_conv2d(x, offset.to(x.dtype), self.deform_conv.weight.to(x.dtype), padding=(1, 1))
+        return F.relu(self.norm(out))
+
+
+class SipMaskHead(nn.Module):
+    """Args:
+        num_classes: object classes (no background).
+        in_channels: FPN channels.
+        channels: tower width.
+        cls_convs, reg_convs, track_convs: tower depths.
+        num_bases: basis masks K; coefficients are 4*K per location.
+        basis_channels: width of the basis fusion layer (512).
+        track_channels: embedding width (512).
+        strides: pyramid strides (P3..P7).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 256, channels: int = 256, cls_convs: int = 2,
+                 reg_convs: int = 3, track_convs: int = 2, num_bases: int = 32, basis_channels: int = 512,
+                 track_channels: int = 512, strides: tuple[int, ...] = (8, 16, 32, 64, 128)) -> None:
+        super().__init__()
+        self.strides = strides
+        self.num_bases = num_bases
+        self.cls_tower = nn.ModuleList(ConvGNReLU(in_channels if i == 0 else channels, channels)
+                                       for i in range(cls_convs))
+        self.reg_tower = nn.ModuleList(ConvGNReLU(in_channels if i == 0 else channels, channels)
+                                       for i in range(reg_convs))
+        self.track_tower = nn.ModuleList(ConvGNReLU(in_channels if i == 0 else channels, channels)
+                                         for i in range(track_convs))
+        self.cls_logits = nn.Conv2d(channels, num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(channels, 4, 3, padding=1)
+        self.centerness = nn.Conv2d(channels, 1, 3, padding=1)
+        self.scales = nn.ModuleList(Scale(1.0) for _ in strides)
+        self.feature_align = FeatureAlign(channels)
+        self.mask_coeffs = nn.Conv2d(channels, 4 * num_bases, 3, padding=1)
+        # basis masks and the tracking map fuse the three finest levels (P3, P4, P5)
+        self.basis_fuse = nn.Conv2d(3 * channels, basis_channels, 1)
+        self.basis_out = nn.Conv2d(basis_channels, num_bases, 3, padding=1)
+        self.track_fuse = nn.Conv2d(3 * channels, track_channels, 1)
+
+    def forward(self, feats: list[torch.Tensor], with_track: bool = True) -> HeadOutputs:
+        cls_logits, bbox_reg, centerness, coeffs, basis_in, track_in = [], [], [], [], [], []
+        for level, (x, scale, stride) in enumerate(zip(feats, self.scales, self.strides)):
+            cls_feat, reg_feat = x, x
+            for layer in self.cls_tower:
+                cls_feat = layer(cls_feat)
+            for layer in self.reg_tower:
+                reg_feat = layer(reg_feat)
+            box = scale(self.bbox_pred(reg_feat))
+            cls_feat = self.feature_align(cls_feat, box)
+            cls_logits.append(self.cls_logits(cls_feat))
+            centerness.append(self.centerness(reg_feat))
+            bbox_reg.append(box.float() * stride)
+            coeffs.append(self.mask_coeffs(cls_feat))
+            if level < 3:
+                basis_in.append(_upsample(reg_feat, 2**level))
+                if with_track:
+                    track_feat = x
+                    for layer in self.track_tower:
+                        track_feat = layer(track_feat)
+                    track_in.append(_upsample(track_feat, 2**level))
+        basis = F.relu(self.basis_out(F.relu(self.basis_fuse(torch.cat(basis_in, 1)))))
+        basis = F.interpolate(basis, scale_factor=4, mode="bilinear", align_corners=False)
+        track_feats = self.track_fuse(torch.cat(track_in, 1)) if with_track else basis.new_zeros(0)
+        return HeadOutputs(cls_logits, bbox_reg, centerness, coeffs, basis, track_feats)
+
+
+def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    if factor == 1:
+        return x
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)

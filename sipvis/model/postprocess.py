@@ -1,0 +1,187 @@
+"""Test-time decoding, batched on the device: per-level top-k, box decoding, per-class fast NMS,
+crop-split mask assembly, upsampling to the original frame, and the tracking embedding of each box.
+
+Everything stays a padded (B, K, ...) tensor with a `valid` mask, so a batch of frames is decoded with
+no per-detection host synchronisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sipvis.model.config import SipMaskConfig
+from sipvis.model.head import HeadOutputs
+
+
+@dataclass
+class FrameGeometry:
+    """Sizes shared by every frame of a batch (one video has one size).
+
+    Attributes:
+        resized: (h, w) of the resized image fed to the network (before padding).
+        original: (H, W) of the source frame.
+        scale: resize factor, resized = original * scale.
+    """
+
+    resized: tuple[int, int]
+    original: tuple[int, int]
+    scale: float
+
+
+@dataclass
+class Detections:
+    """Up to K detections per frame for a batch of B frames, padded.
+
+    Attributes:
+        boxes: (B, K, 4) x1y1x2y2 in original-frame pixels.
+        scores: (B, K) score x centerness.
+        labels: (B, K) int64 0-based class index.
+        valid: (B, K) bool; padded slots are False. Valid slots come first, by decreasing score.
+        masks: (B, K, H, W) bool at the original frame size (all False in invalid slots).
+        embeddings: (B, K, E) tracking embeddings (empty last dim when the model has no tracking map).
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    valid: torch.Tensor
+    masks: torch.Tensor
+    embeddings: torch.Tensor
+
+
+def level_points(h: int, w: int, stride: int, device: torch.device) -> torch.Tensor:
+    """(h*w, 2) xy centres of a level's locations: (x*stride + stride//2, y*stride + stride//2)."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) * stride,
+                            torch.arange(w, device=device, dtype=torch.float32) * stride, indexing="ij")
+    return torch.stack((xs.reshape(-1), ys.reshape(-1)), -1) + stride // 2
+
+
+def box_iou_pairwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of (..., N, 4) with (..., M, 4) boxes, continuous convention (no +1) -> (..., N, M)."""
+    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]))[..., :, None]
+    area_b = ((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]))[..., None, :]
+    return inter / (area_a + area_b - inter)
+
+
+def decode_candidates(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig):
+    """Per-level top-k by max-class score x centerness, decode and clamp boxes, rescale to the original.
+
+    Returns boxes (B, N, 4) original pixels, scores (B, N, C) (score x centerness), coeffs (B, N, 4K).
+    """
+    h_img, w_img = geom.resized
+    all_boxes, all_scores, all_coeffs = [], [], []
+    for cls, reg, ctr, cof, stride in zip(out.cls_logits, out.bbox_reg, out.centerness, out.coeffs, cfg.strides):
+        b, c, h, w = cls.shape
+        scores = cls.float().sigmoid().permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, C, H, W) -> (B, HW, C)
+        centerness = ctr.float().sigmoid().reshape(b, h * w)
+        dist = reg.float().permute(0, 2, 3, 1).reshape(b, h * w, 4)
+        coeffs = cof.float().permute(0, 2, 3, 1).reshape(b, h * w, -1)
+        points = level_points(h, w, stride, cls.device).expand(b, -1, -1)
+        if cfg.nms_pre > 0 and h * w > cfg.nms_pre:
+            top = (scores * centerness[..., None]).max(-1).values.topk(cfg.nms_pre, dim=1).indices  # (B, k)
+            scores = scores.gather(1, top[..., None].expand(-1, -1, c))
+            centerness = centerness.gather(1, top)
+            dist = dist.gather(1, top[..., None].expand(-1, -1, 4))
+            coeffs = coeffs.gather(1, top[..., None].expand(-1, -1, coeffs.shape[-1]))
+            points = points.gather(1, top[..., None].expand(-1, -1, 2))
+        x1 = (points[..., 0] - dist[..., 0]).clamp(0, w_img - 1)
+        y1 = (points[..., 1] - dist[..., 1]).clamp(0, h_img - 1)
+        x2 = (points[..., 0] + dist[..., 2]).clamp(0, w_img - 1)
+        y2 = (points[..., 1] + dist[..., 3]).clamp(0, h_img - 1)
+        all_boxes.append(torch.stack((x1, y1, x2, y2), -1))
+        all_scores.append(scores * centerness[..., None])
+        all_coeffs.append(coeffs)
+    boxes = torch.cat(all_boxes, 1) / geom.scale
+    return boxes, torch.cat(all_scores, 1), torch.cat(all_coeffs, 1)
+
+
+def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, cfg: SipMaskConfig):
+    """Per-class fast NMS (YOLACT style, as the original) and the best `max_per_img` over classes.
+
+    Args:
+        boxes: (B, N, 4); scores: (B, N, C).
+    Returns:
+        index (B, K) into N, labels (B, K), scores (B, K), valid (B, K) with K = max_per_img.
+    """
+    b, n, c = scores.shape
+    top_k = min(cfg.nms_top_k, n)
+    cls_scores, order = scores.transpose(1, 2).sort(dim=2, descending=True)  # (B, C, N)
+    cls_scores, order = cls_scores[..., :top_k], order[..., :top_k]
+    cls_boxes = boxes.gather(1, order.reshape(b, -1, 1).expand(-1, -1, 4)).view(b, c, top_k, 4)
+    iou = box_iou_pairwise(cls_boxes, cls_boxes).triu_(diagonal=1)  # (B, C, k, k)
+    # a box survives when no higher-scored box of its class (kept or not) overlaps it too much
+    keep = (iou.max(dim=2).values <= cfg.nms_iou) & (cls_scores > cfg.score_thr)
+    flat = torch.where(keep, cls_scores, torch.full_like(cls_scores, -1.0)).view(b, -1)
+    k = min(cfg.max_per_img, flat.shape[1])
+    best, pos = flat.topk(k, dim=1)  # sorted, highest first
+    labels = pos // top_k
+    index = order.view(b, -1).gather(1, pos)
+    return index, labels, best.clamp(min=0), best > 0
+
+
+def crop_split_masks(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Assemble soft masks from 2x2 sub-region coefficients, cropped to their boxes.
+
+    Args:
+        basis: (B, K, h, w) basis masks.
+        coeffs: (B, N, 4K) coefficients ordered top-left, top-right, bottom-left, bottom-right.
+        boxes: (B, N, 4) boxes in basis-mask pixels.
+    Returns:
+        (B, N, h, w) probabilities, 0 outside the box. Pixel (px, py) is inside when x1 <= px < x2 and
+        y1 <= py < y2; its quadrant is trunc((px - x1) / ((x2 - x1 + 0.1) / 2)) (likewise y), the
+        original CUDA kernel's arithmetic.
+    """
+    b, k, h, w = basis.shape
+    n = coeffs.shape[1]
+    px = torch.arange(w, device=basis.device, dtype=boxes.dtype).view(1, 1, 1, w)
+    py = torch.arange(h, device=basis.device, dtype=boxes.dtype).view(1, 1, h, 1)
+    x1, y1, x2, y2 = (boxes[..., i].view(b, n, 1, 1) for i in range(4))
+    inside = (px >= x1) & (py >= y1) & (px < x2) & (py < y2)  # (B, N, h, w)
+    qx = ((px - x1) / ((x2 - x1 + 0.1) / 2)).trunc().clamp(0, 1)
+    qy = ((py - y1) / ((y2 - y1 + 0.1) / 2)).trunc().clamp(0, 1)
+    quadrant = (2 * qy + qx).long()  # (B, N, h, w)
+    logits = torch.einsum("bkhw,bnqk->bnqhw", basis, coeffs.view(b, n, 4, k).to(basis.dtype))
+    soft = logits.float().sigmoid().gather(2, quadrant.unsqueeze(2)).squeeze(2)
+    return soft * inside
+
+
+def postprocess(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig) -> Detections:
+    """Raw head outputs of B frames -> padded `Detections` at the original frame size."""
+    boxes, scores, coeffs = decode_candidates(out, geom, cfg)
+    index, labels, det_scores, valid = fast_nms(boxes, scores, cfg)
+    det_boxes = boxes.gather(1, index[..., None].expand(-1, -1, 4))
+    det_coeffs = coeffs.gather(1, index[..., None].expand(-1, -1, coeffs.shape[-1]))
+    soft = crop_split_masks(out.basis, det_coeffs, det_boxes * geom.scale / 2)
+    up = F.interpolate(soft, scale_factor=2 / geom.scale, mode="bilinear", align_corners=False)
+    masks = _paste(up > cfg.mask_thr, geom.original) & valid[..., None, None]
+    embeddings = box_embeddings(out.track_feats, det_boxes * geom.scale)
+    return Detections(det_boxes, det_scores, labels, valid, masks, embeddings)
+
+
+def box_embeddings(track_feats: torch.Tensor, boxes: torch.Tensor, stride: int = 8) -> torch.Tensor:
+    """Embedding at each box centre: (B, E, h, w) map, (B, N, 4) boxes in resized-input pixels -> (B, N, E)."""
+    b, n = boxes.shape[:2]
+    if track_feats.numel() == 0:
+        return boxes.new_zeros(b, n, 0)
+    _, e, h, w = track_feats.shape
+    cx = torch.floor((boxes[..., 0] + boxes[..., 2]) / 2.0 / stride).long().clamp(0, w - 1)
+    cy = torch.floor((boxes[..., 1] + boxes[..., 3]) / 2.0 / stride).long().clamp(0, h - 1)
+    flat = track_feats.flatten(2)  # (B, E, h*w)
+    return flat.gather(2, (cy * w + cx)[:, None, :].expand(-1, e, -1)).transpose(1, 2).float()
+
+
+def _paste(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Top-left aligned copy of (B, N, h, w) masks into zeros of (B, N, H, W), cropped to fit."""
+    H, W = size
+    h, w = masks.shape[-2:]
+    if (h, w) == (H, W):
+        return masks
+    out = masks.new_zeros(masks.shape[:-2] + (H, W))
+    out[..., : min(h, H), : min(w, W)] = masks[..., : min(h, H), : min(w, W)]
+    return out
