@@ -4,6 +4,7 @@ The server (http.server in a thread) serves:
   /files/<name>           the file, with Range support (206 + Content-Range, 416 past the end)
   /drop-once/<name>       the first request is cut after half of its body, later ones are whole
   /drop/<name>            every request is cut after half of its body
+  /slow                   answers after 1 s
   /uc?export=download&id= a Google-Drive-like "can't scan for viruses" HTML page with a GET form
   /usercontent/download   the file, only with the form's confirm + uuid (Range supported)
   anything else           404
@@ -16,6 +17,7 @@ import hashlib
 import random
 import socket
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -64,6 +66,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_file(DATA, cut=first)
         if parts[0] == "drop" and len(parts) == 2:
             return self._send_file(DATA, cut=True)
+        if url.path == "/slow":
+            time.sleep(1.0)  # longer than the client's (patched) timeout
+            return self._send_file(DATA)
         if url.path == "/uc" and query.get("id") in DRIVE_FILES:
             if "confirm" in query:  # the old flow's link comes back here with the token
                 return self._send_file(DRIVE_FILES[query["id"]]) if query["confirm"] == "AbC_9" else self._html("bad")
@@ -218,6 +223,13 @@ def test_404_is_one_clear_line(base, tmp_path):
         weights.download(f"{base}/missing.pth", dest, progress=False)
     assert str(info.value) == f"Could not download {base}/missing.pth: HTTP 404 Not Found"
     assert not dest.exists() and not dest.with_name("w.pth.part").exists()
+
+
+def test_timeout_is_one_clear_line(base, tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "TIMEOUT_S", 0.2)
+    with pytest.raises(weights.DownloadError) as info:
+        weights.download(f"{base}/slow", tmp_path / "w.pth", progress=False)
+    assert str(info.value) == f"Could not download {base}/slow: timed out after 0.2 s"
 
 
 def test_google_drive_confirm_form(base, server, tmp_path):
