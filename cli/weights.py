@@ -1,9 +1,11 @@
-"""`sipvis weights ...`: the checkpoint registry and cache (list, download).
+"""`sipvis weights ...`: the checkpoint registry and cache (list, download), conversion and inspection.
 
 One function per subcommand; the work is done by `sipvis.weights`.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -65,6 +67,72 @@ def download_command(name: str | None, force: bool, quiet: bool) -> None:
         click.echo(f"{spec}: {_human_size(_file_size(resolved.path))}, format {resolved.format}, sha256 {digest}",
                    err=True)
     click.echo(str(resolved.path))
+
+
+@command.command("convert")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--classes", default="source", show_default=True,
+              help="Class set of the converted model: 'source' (keep the checkpoint's), 'ytvis2019', 'coco', "
+                   "a comma-separated list, or a text file with one name per line. Layers whose shape depends "
+                   "on the classes are re-initialised when it differs from the checkpoint's.")
+def convert_command(src: Path, dst: Path, classes: str) -> None:
+    """Convert an original SipMask (mmdetection v1) checkpoint SRC.pth into a sipvis checkpoint DST.
+
+    Writes DST.safetensors and DST.json (model settings and class names). A COCO-trained SipMask
+    (80 classes, no tracking branch) converts too: the missing tracking layers are initialised and listed.
+    """
+    from dataclasses import replace
+
+    from sipvis.checkpoint import convert_mmdet, infer_config, mmdet_key_to_sipvis, read_mmdet_checkpoint, \
+        save_checkpoint
+
+    state, meta = read_mmdet_checkpoint(src)
+    target = None
+    if classes != "source":
+        renamed = {mmdet_key_to_sipvis(k): v for k, v in state.items() if mmdet_key_to_sipvis(k)}
+        target = replace(infer_config(renamed), class_names=_class_names(classes))
+    cfg, converted, report = convert_mmdet(state, target)
+    path = save_checkpoint(dst, cfg, converted, source=str(src))
+    click.echo(f"Converted {src} -> {path} (+ .json): ResNet-{cfg.depth} {cfg.style}, {cfg.num_classes} classes, "
+               f"{len(converted)} tensors")
+    if report.reinitialised:
+        click.echo(f"Initialised fresh (not in the checkpoint or class-dependent): {', '.join(report.reinitialised)}")
+
+
+@command.command("info")
+@click.argument("path")
+def info_command(path: str) -> None:
+    """Describe a checkpoint: format, architecture, classes, parameter count."""
+    from sipvis.checkpoint import load_weights
+    from sipvis.weights import resolve_weights
+
+    resolved = resolve_weights(path, download=False, progress=False)
+    cfg, state = load_weights(path, progress=False)
+    n_params = sum(v.numel() for v in state.values())
+    click.echo(f"path:       {resolved.path}")
+    click.echo(f"format:     {resolved.format}")
+    click.echo(f"model:      SipMask-VIS, ResNet-{cfg.depth} ({cfg.style} style), input up to "
+               f"{cfg.max_size[0]}x{cfg.max_size[1]}")
+    click.echo(f"parameters: {n_params / 1e6:.2f} M in {len(state)} tensors")
+    click.echo(f"classes:    {cfg.num_classes}: {', '.join(cfg.class_names)}")
+
+
+def _class_names(spec: str) -> tuple[str, ...]:
+    from sipvis.errors import SipvisError
+    from sipvis.model.config import COCO_CLASSES, YTVIS_2019_CLASSES
+
+    named = {"ytvis2019": YTVIS_2019_CLASSES, "coco": COCO_CLASSES}
+    if spec in named:
+        return named[spec]
+    path = Path(spec)
+    if path.is_file():
+        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    else:
+        names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    if not names:
+        raise SipvisError(f"--classes {spec!r} names no class")
+    return names
 
 
 def _file_size(path) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from sipvis.errors import SipvisError
-from sipvis.model.config import YTVIS_2019_CLASSES, SipMaskConfig
+from sipvis.model.config import COCO_CLASSES, YTVIS_2019_CLASSES, SipMaskConfig
 
 FORMAT_NAME = "sipvis-checkpoint"
 
@@ -88,7 +88,7 @@ def read_mmdet_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], di
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise SipvisError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
     if isinstance(obj, dict) and "state_dict" in obj:
         state, meta = obj["state_dict"], obj.get("meta") or {}
@@ -108,7 +108,8 @@ def infer_config(state: dict[str, torch.Tensor], class_names: tuple[str, ...] | 
         raise SipvisError("checkpoint is not a SipMask model: no ResNet-50/101 backbone or no classification layer")
     n_cls = state["head.cls_logits.weight"].shape[0]
     if class_names is None:
-        class_names = YTVIS_2019_CLASSES if n_cls == 40 else tuple(f"class_{i}" for i in range(n_cls))
+        known = {len(YTVIS_2019_CLASSES): YTVIS_2019_CLASSES, len(COCO_CLASSES): COCO_CLASSES}
+        class_names = known.get(n_cls) or tuple(f"class_{i}" for i in range(n_cls))
     return SipMaskConfig(class_names=tuple(class_names), depth=depth, style="caffe")
 
 
@@ -155,8 +156,13 @@ def convert_mmdet(state: dict[str, torch.Tensor], target: SipMaskConfig | None =
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
-    """`x`, `x.safetensors` or `x.json` -> (x.safetensors, x.json)."""
+    """`x`, `x.safetensors` or `x.json` -> (x.safetensors, x.json); a directory holding one pair -> that pair."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.safetensors"))
+        if len(found) != 1:
+            raise SipvisError(f"{path} must hold exactly one .safetensors checkpoint, found {len(found)}")
+        path = found[0]
     base = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
     return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
 
@@ -226,3 +232,28 @@ def build_model(path: str | Path, device: str | torch.device = "cpu"):
     model = SipMaskVIS(cfg)
     load_state_into(model, state, str(path))
     return model.eval().to(device)
+
+
+def load_weights(spec: str | Path, progress: bool = True) -> tuple[SipMaskConfig, dict[str, torch.Tensor]]:
+    """Any `--weights` value (registry name, URL, sipvis checkpoint, original .pth) -> (config, state_dict).
+
+    Original mmdet-v1 files are converted on first use; the result is cached beside them
+    (`<file>.sipvis.safetensors/.json`) so later runs load safetensors directly.
+    """
+    from sipvis.weights import resolve_weights
+
+    resolved = resolve_weights(str(spec), progress=progress)
+    if resolved.format == "sipvis":
+        cfg, state, _ = load_checkpoint(resolved.path)
+        return cfg, state
+    converted, _ = checkpoint_paths(resolved.path.with_name(resolved.path.name + ".sipvis"))
+    if converted.exists() and converted.stat().st_mtime >= resolved.path.stat().st_mtime:
+        cfg, state, _ = load_checkpoint(converted)
+        return cfg, state
+    state, _ = read_mmdet_checkpoint(resolved.path)
+    cfg, state, _ = convert_mmdet(state)
+    try:
+        save_checkpoint(converted, cfg, state, source=str(resolved.path))
+    except SipvisError:
+        pass  # a read-only location only costs a conversion next time
+    return cfg, state

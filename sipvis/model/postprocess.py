@@ -117,11 +117,11 @@ def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, cfg: SipMaskConfig):
     iou = box_iou_pairwise(cls_boxes, cls_boxes).triu_(diagonal=1)  # (B, C, k, k)
     # a box survives when no higher-scored box of its class (kept or not) overlaps it too much
     keep = (iou.max(dim=2).values <= cfg.nms_iou) & (cls_scores > cfg.score_thr)
-    flat = torch.where(keep, cls_scores, torch.full_like(cls_scores, -1.0)).view(b, -1)
+    flat = torch.where(keep, cls_scores, torch.full_like(cls_scores, -1.0)).reshape(b, -1)
     k = min(cfg.max_per_img, flat.shape[1])
     best, pos = flat.topk(k, dim=1)  # sorted, highest first
     labels = pos // top_k
-    index = order.view(b, -1).gather(1, pos)
+    index = order.reshape(b, -1).gather(1, pos)
     return index, labels, best.clamp(min=0), best > 0
 
 

@@ -1,0 +1,150 @@
+"""Frames in, tracked instances out: the model, its device/precision, batching, post-processing and
+the tracker, for one video at a time.
+
+The streaming pipeline (decode thread, bounded queues, writer threads) in `sipvis.engine.pipeline`
+drives this; library users can call `Segmenter.track(frames)` directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sipvis.errors import SipvisError
+from sipvis.model.config import SipMaskConfig
+from sipvis.model.postprocess import Detections, FrameGeometry, postprocess
+from sipvis.model.preprocess import normalize_and_pad, resize_frame
+from sipvis.model.sipmask import SipMaskVIS
+from sipvis.results import FrameInstances
+from sipvis.track.tracker import OriginalTracker, visible_detections
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a usable device, or a clear error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise SipvisError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SipvisError(f"device {spec!r} requested but no CUDA GPU is available (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SipvisError(f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s) found")
+    elif device.type != "cpu":
+        raise SipvisError(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
+    """'auto' = fp16 on CUDA, fp32 on CPU."""
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if spec == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if spec not in table:
+        raise SipvisError(f"unknown precision {spec!r}: use auto, fp32, fp16 or bf16")
+    if spec == "fp16" and device.type == "cpu":
+        raise SipvisError("fp16 is not supported on CPU; use --precision fp32 or bf16")
+    return table[spec]
+
+
+@dataclass
+class PreparedFrame:
+    """A frame resized on the host, ready to be batched to the device."""
+
+    index: int
+    resized: np.ndarray  # (h, w, 3) uint8 BGR
+    scale: float
+    original: tuple[int, int]
+    timestamp: float | None = None
+
+
+class Segmenter:
+    """A SipMask-VIS model ready for inference.
+
+    Args:
+        model: the network (moved to `device`, eval mode).
+        device: where the network and post-processing run.
+        dtype: compute precision of the network (post-processing is float32).
+        batch_size: frames per forward pass.
+    """
+
+    def __init__(self, model: SipMaskVIS, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 batch_size: int = 1) -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.cfg: SipMaskConfig = model.cfg
+        self.dtype = dtype
+        self.batch_size = max(1, int(batch_size))
+
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "auto", precision: str = "auto", batch_size: int = 1) -> "Segmenter":
+        from sipvis.checkpoint import build_model
+
+        dev = resolve_device(device)
+        return cls(build_model(path, "cpu"), dev, resolve_precision(precision, dev), batch_size)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.cfg.class_names
+
+    def prepare(self, image: np.ndarray, index: int = 0, timestamp: float | None = None) -> PreparedFrame:
+        """Host-side part of pre-processing (the original's cv2 resize); safe to run in a decode thread."""
+        resized, scale = resize_frame(image, self.cfg.max_size)
+        return PreparedFrame(index, resized, scale, image.shape[:2], timestamp)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def detect(self, frames: list[PreparedFrame]) -> Detections:
+        """Network + post-processing for frames of one size -> padded `Detections` on the device."""
+        geom = FrameGeometry(frames[0].resized.shape[:2], frames[0].original, frames[0].scale)
+        if any(f.original != geom.original for f in frames):
+            raise ValueError("all frames of a batch must have the same size")
+        batch = torch.from_numpy(np.stack([f.resized for f in frames])).to(self.device, non_blocking=True)
+        images = normalize_and_pad(batch, self.cfg.pixel_mean, self.cfg.pixel_std, self.cfg.to_rgb,
+                                   self.cfg.size_divisor)
+        with self._autocast():
+            out = self.model(images)
+        return postprocess(out, geom, self.cfg)
+
+    def track(self, frames: Iterable[np.ndarray | PreparedFrame], tracker: OriginalTracker | None = None
+              ) -> Iterator[FrameInstances]:
+        """Segment and track one video. Frames are taken in order, `batch_size` at a time."""
+        tracker = tracker or OriginalTracker()
+        batch: list[PreparedFrame] = []
+        for i, frame in enumerate(frames):
+            batch.append(frame if isinstance(frame, PreparedFrame) else self.prepare(frame, i))
+            if len(batch) == self.batch_size:
+                yield from self._track_batch(batch, tracker)
+                batch = []
+        if batch:
+            yield from self._track_batch(batch, tracker)
+
+    def _track_batch(self, batch: list[PreparedFrame], tracker: OriginalTracker) -> Iterator[FrameInstances]:
+        dets = self.detect(batch)
+        counts = dets.valid.sum(1).tolist()  # valid slots come first: one sync per batch
+        for b, frame in enumerate(batch):
+            n = counts[b]
+            ids = tracker.update(dets.boxes[b, :n], dets.scores[b, :n], dets.labels[b, :n],
+                                 dets.embeddings[b, :n], frame.index)
+            keep = torch.tensor(visible_detections(ids), dtype=torch.long, device=self.device)
+            yield FrameInstances(
+                index=frame.index,
+                height=frame.original[0],
+                width=frame.original[1],
+                boxes=dets.boxes[b, keep].cpu().numpy(),
+                scores=dets.scores[b, keep].cpu().numpy(),
+                labels=dets.labels[b, keep].cpu().numpy(),
+                track_ids=np.asarray([ids[i] + 1 for i in keep.tolist()], dtype=np.int64),
+                masks=dets.masks[b, keep].cpu().numpy(),
+                timestamp=frame.timestamp,
+            )
