@@ -1,0 +1,624 @@
+"""Reading and checking YouTube-VIS ground truth and results files.
+
+Turns the JSON structures into flat, evaluator-friendly data (every frame mask is stored once in
+a `MaskStore`; a track keeps indices into it) and reports every problem it sees as an `Issue`
+that says where (``results[12].segmentations[3]``), what was found and what was expected.
+
+Where the official evaluator (youtubevos/cocoapi ``ytvos.py`` / ``ytvoseval.py``) defines a value
+for odd input we keep that value and report a *warning*; where it crashes or the input cannot be
+scored meaningfully we report an *error* (the evaluator then raises `SipvisError`):
+
+====================================  ==========  =================================================
+input                                 level       behaviour
+====================================  ==========  =================================================
+results not a list / entry not a      error       -
+dict / missing or mistyped key
+video id not in the GT                error       official: AssertionError. ``unknown_videos="drop"``
+                                                  drops them with a warning instead.
+0-based video ids (GT starts at 1)    error       the message says to add 1 to every video_id
+polygon or malformed RLE in results   error       official: TypeError
+uncompressed RLE in results           warning     accepted (converted); official: TypeError
+empty results list                    warning     every AP/AR is 0 where GT exists (official: crash)
+unknown category id                   warning     dropped, as the official code does silently
+RLE size != video size                warning     official value: that frame adds 0 to I and U
+len(segmentations) != video length    warning     official value: Python ``zip`` (extra frames
+                                                  ignored by the IoU, still in the track area)
+GT annotation id 0                    warning     official quirk kept: it can never be a TP
+duplicate GT/video/category ids       error       (official silently lets the last one win)
+====================================  ==========  =================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from sipvis.errors import SipvisError
+
+IouType = Literal["segm", "bbox"]
+
+RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
+GT_ANN_KEYS = ("id", "video_id", "category_id", "iscrowd", "segmentations", "areas")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in a results (or ground-truth) file.
+
+    Attributes:
+        level: "error" (cannot be scored as given) or "warning" (scored with the official semantics).
+        kind: a short machine-readable code, e.g. "size_mismatch", "unknown_video", "zero_based_ids".
+        message: one readable line naming the entry, the field, what was found and what was expected.
+        index: position of the offending entry in the results list (None for file-level problems).
+    """
+
+    level: Literal["error", "warning"]
+    kind: str
+    message: str
+    index: int | None = None
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def load_json(source: str | Path | dict | list, what: str) -> Any:
+    """Return `source` itself if it is already parsed, else the parsed JSON file; errors are one line."""
+    if isinstance(source, (dict, list)):
+        return source
+    path = Path(source)
+    if not path.exists():
+        raise SipvisError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise SipvisError(f"{what} path is a directory, expected a JSON file: {path}")
+    try:
+        with path.open("rb") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise SipvisError(
+            f"{what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except UnicodeDecodeError:
+        raise SipvisError(f"{what} file {path} is not valid JSON (not UTF-8 text)") from None
+    except OSError as exc:
+        raise SipvisError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+
+
+# ------------------------------------------------------------------------------------------- storage
+
+
+class MaskStore:
+    """Every present frame mask of a file, as compressed RLE dicts, plus their areas and sizes.
+
+    Masks are appended during parsing; `finalize()` converts the uncompressed ones in one batch and
+    computes all areas with one `pycocotools.mask.area` call.
+
+    Attributes (after finalize):
+        rles: list of N compressed RLE dicts ``{"size": [h, w], "counts": str|bytes}``.
+        area: (N,) float64 pixel counts (exact integers).
+        height, width: (N,) int64 RLE sizes.
+    """
+
+    def __init__(self) -> None:
+        self.rles: list[dict] = []
+        self._uncompressed: list[int] = []
+        self.area = np.zeros(0)
+        self.height = np.zeros(0, dtype=np.int64)
+        self.width = np.zeros(0, dtype=np.int64)
+
+    def add(self, rle: dict, uncompressed: bool = False) -> int:
+        if uncompressed:
+            self._uncompressed.append(len(self.rles))
+        self.rles.append(rle)
+        return len(self.rles) - 1
+
+    def finalize(self) -> None:
+        if self._uncompressed:
+            # frPyObjects on a list of uncompressed RLEs uses each one's own size (as annToRLE does)
+            converted = mask_utils.frPyObjects([self.rles[i] for i in self._uncompressed], 0, 0)
+            for i, rle in zip(self._uncompressed, converted):
+                self.rles[i] = rle
+            self._uncompressed = []
+        n = len(self.rles)
+        self.area = rle_areas(self.rles)
+        sizes = np.array([r["size"] for r in self.rles], dtype=np.int64).reshape(n, 2)
+        self.height, self.width = sizes[:, 0].copy(), sizes[:, 1].copy()
+
+
+def rle_areas(rles: list[dict]) -> np.ndarray:
+    """(N,) float64 pixel counts of compressed RLEs.
+
+    Chunked by 255: pycocotools 2.0.11 `mask.area` fails on numpy 2 for lists of 256 or more
+    ("Python integer 256 out of bounds for uint8").
+    """
+    if not rles:
+        return np.zeros(0)
+    return np.concatenate([mask_utils.area(rles[i:i + 255]) for i in range(0, len(rles), 255)]).astype(np.float64)
+
+
+@dataclass
+class Track:
+    """One video instance (a GT annotation or a result) after parsing.
+
+    Attributes:
+        video_id, category_id: as in the file.
+        ann_id: GT annotation id, or for results the 1-based position in the file (official).
+        score: detection score (1.0 for GT).
+        iscrowd: GT crowd flag (0 for results).
+        length: len(segmentations) — the official IoU zips two tracks' lists.
+        frames: (P,) int64 indices of the present (truthy) frame entries.
+        mask_idx: (P,) int64 indices into the `MaskStore` (segm) — empty for bbox-only tracks.
+        avg_area: mean of the non-null, non-zero per-frame areas (0 if none), used for area ranges.
+        boxes: (length, 4) float64 x, y, w, h per frame, NaN where absent (bbox evaluation only).
+    """
+
+    video_id: int
+    category_id: int
+    ann_id: int
+    score: float
+    iscrowd: int
+    length: int
+    frames: np.ndarray
+    mask_idx: np.ndarray
+    avg_area: float = 0.0
+    boxes: np.ndarray | None = None
+
+
+@dataclass
+class Video:
+    id: int
+    height: int | None
+    width: int | None
+    length: int | None  # declared frame count ('length' or len(file_names)); None if unknown
+
+
+@dataclass
+class GroundTruth:
+    """A parsed ground-truth file (only the fields the evaluator reads).
+
+    Attributes:
+        videos: id -> Video, and video_ids sorted ascending (the official evaluation order).
+        categories: id -> display name, and cat_ids sorted ascending.
+        tracks: GT annotations whose video and category are known, in file order.
+        masks: the GT frame masks (segm).
+        warnings: problems that do not stop evaluation.
+    """
+
+    videos: dict[int, Video]
+    video_ids: list[int]
+    categories: dict[int, str]
+    cat_ids: list[int]
+    tracks: list[Track]
+    masks: MaskStore
+    warnings: list[Issue] = field(default_factory=list)
+    iou_type: str = "segm"
+
+
+@dataclass
+class Results:
+    """Parsed results: tracks to evaluate (unknown categories/videos already dropped) and issues."""
+
+    tracks: list[Track]
+    masks: MaskStore
+    issues: list[Issue]
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.level == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.level == "warning"]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _type_name(x: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(x), type(x).__name__
+    )
+
+
+def _rle_problem(seg: dict) -> str | None:
+    """Why `seg` is not a usable RLE dict, or None."""
+    size, counts = seg.get("size"), seg.get("counts")
+    if size is None or counts is None:
+        missing = [k for k in ("size", "counts") if seg.get(k) is None]
+        return f"an RLE needs 'size' and 'counts' (missing {', '.join(missing)})"
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
+        return f"RLE 'size' must be [height, width] (two non-negative integers), got {size!r}"
+    if not isinstance(counts, (str, bytes, list)):
+        return f"RLE 'counts' must be a string (compressed RLE), got {_type_name(counts)}"
+    if isinstance(counts, list) and not all(_is_int(c) and c >= 0 for c in counts):
+        return "uncompressed RLE 'counts' must be a list of non-negative integers"
+    return None
+
+
+def _boxes_array(boxes: Any, length: int, where: str) -> np.ndarray:
+    """(length, 4) float64 x,y,w,h from a per-frame list of [x, y, w, h] | null, NaN where absent."""
+    out = np.full((length, 4), np.nan)
+    if not isinstance(boxes, list):
+        raise SipvisError(f"{where}.bboxes must be a list with one [x, y, w, h] or null per frame")
+    for t, box in enumerate(boxes[:length]):
+        if not box:  # official: a falsy entry is absent
+            continue
+        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise SipvisError(f"{where}.bboxes[{t}] must be [x, y, w, h] or null, got {box!r}")
+        out[t] = box
+    return out
+
+
+def _rle_boxes(masks: MaskStore, track: Track, length: int) -> np.ndarray:
+    """Per-frame boxes of a track computed from its masks (pycocotools toBbox), NaN where absent."""
+    out = np.full((length, 4), np.nan)
+    if len(track.frames):
+        keep = track.frames < length
+        out[track.frames[keep]] = mask_utils.toBbox([masks.rles[i] for i in track.mask_idx[keep]])
+    return out
+
+
+# ------------------------------------------------------------------------------------ ground truth
+
+
+def parse_gt(gt: dict | str | Path, iou_type: IouType = "segm") -> GroundTruth:
+    """Parse a YouTube-VIS annotation file (dict or path); raise `SipvisError` on schema errors.
+
+    Polygons are rasterised at the video's height x width and their parts merged; uncompressed
+    RLEs are converted with their own size (both as the official ``annToRLE``).
+    """
+    data = load_json(gt, "ground-truth")
+    if not isinstance(data, dict):
+        hint = " (this looks like a results file; pass it as --results)" if isinstance(data, list) else ""
+        raise SipvisError(
+            f"ground truth must be a JSON object with 'videos', 'categories' and 'annotations', "
+            f"got {_type_name(data)}{hint}"
+        )
+    for key in ("videos", "categories", "annotations"):
+        if not isinstance(data.get(key), list):
+            found = "missing" if key not in data else _type_name(data[key])
+            raise SipvisError(f"ground truth: '{key}' must be a list ({found})")
+    warnings: list[Issue] = []
+
+    videos: dict[int, Video] = {}
+    for i, v in enumerate(data["videos"]):
+        if not isinstance(v, dict) or not _is_int(v.get("id")):
+            raise SipvisError(f"ground truth: videos[{i}] needs an integer 'id'")
+        if v["id"] in videos:
+            raise SipvisError(f"ground truth: duplicate video id {v['id']} (videos[{i}])")
+        length = v.get("length")
+        if not _is_int(length):
+            length = len(v["file_names"]) if isinstance(v.get("file_names"), list) else None
+        h, w = v.get("height"), v.get("width")
+        videos[v["id"]] = Video(v["id"], h if _is_int(h) else None, w if _is_int(w) else None, length)
+
+    categories: dict[int, str] = {}
+    for i, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            raise SipvisError(f"ground truth: categories[{i}] needs an integer 'id'")
+        if c["id"] in categories:
+            raise SipvisError(f"ground truth: duplicate category id {c['id']} (categories[{i}])")
+        categories[c["id"]] = str(c.get("name", c["id"]))
+
+    masks = MaskStore()
+    tracks: list[Track] = []
+    seen_ids: dict[int, int] = {}
+    outside = 0
+    for i, ann in enumerate(data["annotations"]):
+        where = f"ground truth annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise SipvisError(f"{where} must be an object, got {_type_name(ann)}")
+        missing = [k for k in GT_ANN_KEYS if k not in ann]
+        if missing:
+            raise SipvisError(f"{where} is missing {', '.join(repr(k) for k in missing)}")
+        for k in ("id", "video_id", "category_id"):
+            if not _is_int(ann[k]):
+                raise SipvisError(f"{where}.{k} must be an integer, got {ann[k]!r}")
+        if ann["id"] in seen_ids:
+            raise SipvisError(f"{where}: duplicate annotation id {ann['id']} (also annotations[{seen_ids[ann['id']]}])")
+        seen_ids[ann["id"]] = i
+        if not isinstance(ann["segmentations"], list) or not isinstance(ann["areas"], list):
+            raise SipvisError(f"{where}: 'segmentations' and 'areas' must be lists (one entry per frame)")
+        # the official evaluator only sees annotations of listed videos and categories
+        video = videos.get(ann["video_id"])
+        if video is None or ann["category_id"] not in categories:
+            outside += 1
+            continue
+        if ann["id"] == 0:
+            warnings.append(Issue(
+                "warning", "gt_id_zero",
+                f"{where} has id 0: the official evaluator stores matches by GT id and treats 0 as "
+                "'unmatched', so this annotation can never be a true positive (kept, as official); "
+                "number annotations from 1 to avoid it",
+            ))
+        frames, idx = [], []
+        for t, seg in enumerate(ann["segmentations"]):
+            if not seg:  # official: a falsy entry (null, {}, []) is an absent frame
+                continue
+            if isinstance(seg, list):  # polygon(s), rasterised at the video size and merged
+                if video.height is None or video.width is None:
+                    raise SipvisError(f"{where}.segmentations[{t}] is a polygon but video {video.id} "
+                                      "has no 'height'/'width' to rasterise it")
+                try:
+                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, video.height, video.width))
+                except Exception:
+                    raise SipvisError(f"{where}.segmentations[{t}] is not a valid polygon list") from None
+                idx.append(masks.add(rle))
+            elif isinstance(seg, dict):
+                problem = _rle_problem(seg)
+                if problem:
+                    raise SipvisError(f"{where}.segmentations[{t}]: {problem}")
+                idx.append(masks.add(seg, uncompressed=isinstance(seg["counts"], list)))
+            else:
+                raise SipvisError(f"{where}.segmentations[{t}] must be an RLE, a polygon list or null, "
+                                  f"got {_type_name(seg)}")
+            frames.append(t)
+        area_vals = [a for a in ann["areas"] if a]  # official: null and 0 are left out of the mean
+        if not all(_is_number(a) for a in area_vals):
+            raise SipvisError(f"{where}.areas must hold numbers or null")
+        avg_area = float(np.array(area_vals).mean()) if area_vals else 0.0
+        tracks.append(Track(
+            video_id=ann["video_id"], category_id=ann["category_id"], ann_id=ann["id"], score=1.0,
+            iscrowd=int(bool(ann["iscrowd"])), length=len(ann["segmentations"]),
+            frames=np.asarray(frames, dtype=np.int64), mask_idx=np.asarray(idx, dtype=np.int64),
+            avg_area=avg_area,
+        ))
+        if iou_type == "bbox" and "bboxes" in ann:
+            tracks[-1].boxes = _boxes_array(ann["bboxes"], len(ann["bboxes"]), where)
+            tracks[-1].length = len(ann["bboxes"])
+    if outside:
+        warnings.append(Issue("warning", "gt_outside",
+                              f"ground truth: {outside} annotation(s) reference a video or category that is "
+                              "not listed; they are not evaluated (as official)"))
+    masks.finalize()
+    if iou_type == "bbox":
+        for tr in tracks:
+            if tr.boxes is None:
+                tr.boxes = _rle_boxes(masks, tr, tr.length)
+    return GroundTruth(
+        videos=videos, video_ids=sorted(videos), categories=categories, cat_ids=sorted(categories),
+        tracks=tracks, masks=masks, warnings=warnings, iou_type=iou_type,
+    )
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def parse_results(
+    gt: GroundTruth,
+    results: list | str | Path,
+    iou_type: IouType = "segm",
+    unknown_videos: Literal["error", "drop"] = "error",
+) -> Results:
+    """Parse and check a results list against `gt`. Never raises for content problems: see `.issues`.
+
+    Raises `SipvisError` only when the file cannot be read or is not JSON.
+    """
+    data = load_json(results, "results")
+    issues: list[Issue] = []
+    masks = MaskStore()
+    tracks: list[Track] = []
+    if not isinstance(data, list):
+        hint = ""
+        if isinstance(data, dict):
+            hint = (" (this looks like a ground-truth file)" if "annotations" in data and "videos" in data
+                    else " (an object; a results file is a list of them)")
+        issues.append(Issue("error", "not_a_list",
+                            "results must be a JSON list of {video_id, category_id, score, segmentations} "
+                            f"objects, got {_type_name(data)}{hint}"))
+        return Results(tracks, masks, issues)
+    if not data:
+        issues.append(Issue("warning", "empty",
+                            "results list is empty: every AP/AR is 0 where GT exists "
+                            "(the official evaluator crashes on an empty list)"))
+
+    gt_ids = set(gt.videos)
+    zero_based = _looks_zero_based(data, gt_ids)
+    if zero_based is not None:
+        issues.append(zero_based)
+    need_segm = iou_type == "segm"
+    n_unknown_cat, first_unknown_cat = 0, (0, 0)
+    for i, res in enumerate(data):
+        where = f"results[{i}]"
+        if not isinstance(res, dict):
+            issues.append(Issue("error", "schema", f"{where} must be an object, got {_type_name(res)}", i))
+            continue
+        required = RESULT_KEYS if need_segm else ("video_id", "category_id", "score")
+        missing = [k for k in required if k not in res]
+        if not need_segm and "segmentations" not in res and "bboxes" not in res:
+            missing.append("segmentations' or 'bboxes")
+        if missing:
+            issues.append(Issue("error", "schema",
+                                f"{where} is missing {', '.join(repr(k) for k in missing)} "
+                                f"(expected keys: {', '.join(RESULT_KEYS)})", i))
+            continue
+        bad = _field_problem(res)
+        if bad:
+            issues.append(Issue("error", "schema", f"{where}.{bad}", i))
+            continue
+        vid, cat = res["video_id"], res["category_id"]
+        if vid not in gt_ids:
+            if zero_based is None:
+                level = "error" if unknown_videos == "error" else "warning"
+                tail = "" if level == "error" else " (dropped)"
+                issues.append(Issue(level, "unknown_video",
+                                    f"{where}.video_id {vid} is not a video of the ground truth "
+                                    f"(GT ids: {_id_range(gt_ids)}){tail}", i))
+            continue
+        if cat not in gt.categories:
+            n_unknown_cat += 1
+            if n_unknown_cat == 1:
+                first_unknown_cat = (i, cat)
+            continue
+        video = gt.videos[vid]
+        segs = res.get("segmentations")
+        frames, idx = [], []
+        n_frames = 0
+        if segs is not None:
+            n_frames = len(segs)
+            ok = True
+            for t, seg in enumerate(segs):
+                if not seg:
+                    continue
+                if isinstance(seg, dict):
+                    problem = _rle_problem(seg)
+                    if problem is None:
+                        if isinstance(seg["counts"], list):
+                            issues.append(Issue(
+                                "warning", "uncompressed_rle",
+                                f"{where}.segmentations[{t}] is an uncompressed RLE (counts as a list): "
+                                "accepted here, but the official evaluator / CodaLab reject it "
+                                "(encode with pycocotools.mask.encode)", i))
+                        h, w = seg["size"]
+                        if video.height is not None and video.width is not None and (h, w) != (video.height, video.width):
+                            issues.append(Issue(
+                                "warning", "size_mismatch",
+                                f"{where}.segmentations[{t}] has RLE size [{h}, {w}] but video {vid} is "
+                                f"[{video.height}, {video.width}] (height, width): such a frame adds 0 to "
+                                "intersection and union (official); masks must be at the original video size",
+                                i))
+                        idx.append(masks.add(seg, uncompressed=isinstance(seg["counts"], list)))
+                        frames.append(t)
+                        continue
+                    issues.append(Issue("error", "schema", f"{where}.segmentations[{t}]: {problem}", i))
+                elif isinstance(seg, list):
+                    issues.append(Issue("error", "schema",
+                                        f"{where}.segmentations[{t}] is a polygon list; results must be "
+                                        "compressed RLE {'size': [h, w], 'counts': '<string>'} or null", i))
+                else:
+                    issues.append(Issue("error", "schema",
+                                        f"{where}.segmentations[{t}] must be an RLE object or null, "
+                                        f"got {_type_name(seg)}", i))
+                ok = False
+                break
+            if not ok:
+                continue
+        boxes = None
+        if iou_type == "bbox" and "bboxes" in res:
+            try:
+                boxes = _boxes_array(res["bboxes"], len(res["bboxes"]), where)
+            except SipvisError as exc:
+                issues.append(Issue("error", "schema", str(exc), i))
+                continue
+            if segs is None:
+                n_frames = len(res["bboxes"])
+        if video.length is not None and n_frames != video.length:
+            issues.append(Issue(
+                "warning", "frame_count",
+                f"{where} (video_id {vid}) has {n_frames} segmentations but video {vid} has "
+                f"{video.length} frames: the official IoU zips the two lists, so frames past the "
+                "shorter one are ignored", i))
+        tracks.append(Track(
+            video_id=vid, category_id=cat, ann_id=i + 1, score=float(res["score"]), iscrowd=0,
+            length=n_frames, frames=np.asarray(frames, dtype=np.int64),
+            mask_idx=np.asarray(idx, dtype=np.int64), boxes=boxes,
+        ))
+    if n_unknown_cat:
+        i0, c0 = first_unknown_cat
+        issues.append(Issue("warning", "unknown_category",
+                            f"{n_unknown_cat} result(s) have a category_id that is not a GT category "
+                            f"(first: results[{i0}].category_id {c0}; GT ids: {_id_range(set(gt.categories))}); "
+                            "they are ignored, as official", i0))
+    if not any(x.level == "error" for x in issues):
+        masks.finalize()
+        _track_areas(tracks, masks)
+        if iou_type == "bbox":
+            for tr in tracks:
+                if tr.boxes is None:
+                    tr.boxes = _rle_boxes(masks, tr, tr.length)
+                if not len(tr.mask_idx):  # bbox-only result: its area ranges use box areas
+                    a = tr.boxes[:, 2] * tr.boxes[:, 3]
+                    a = a[np.isfinite(a) & (a != 0)]
+                    tr.avg_area = float(a.mean()) if a.size else 0.0
+    return Results(tracks, masks, issues)
+
+
+def _field_problem(res: dict) -> str | None:
+    if not _is_int(res["video_id"]):
+        return f"video_id must be an integer, got {res['video_id']!r}"
+    if not _is_int(res["category_id"]):
+        return f"category_id must be an integer, got {res['category_id']!r}"
+    score = res["score"]
+    if not _is_number(score) or not math.isfinite(score):
+        return f"score must be a finite number, got {score!r}"
+    segs = res.get("segmentations")
+    if "segmentations" in res and not isinstance(segs, list):
+        return f"segmentations must be a list (one RLE or null per frame), got {_type_name(segs)}"
+    return None
+
+
+def _track_areas(tracks: list[Track], masks: MaskStore) -> None:
+    """avg_area of result tracks: mean of the non-zero RLE areas of all entries (official loadRes).
+
+    The areas are exact integers, so a plain float64 sum equals numpy's pairwise one.
+    """
+    if not tracks:
+        return
+    counts = np.array([len(t.mask_idx) for t in tracks])
+    flat = np.concatenate([t.mask_idx for t in tracks]) if counts.sum() else np.zeros(0, np.int64)
+    areas = masks.area[flat]
+    owner = np.repeat(np.arange(len(tracks)), counts)
+    nz = areas != 0
+    sums = np.bincount(owner[nz], weights=areas[nz], minlength=len(tracks))
+    ns = np.bincount(owner[nz], minlength=len(tracks))
+    avg = np.divide(sums, ns, out=np.zeros_like(sums), where=ns > 0)
+    for tr, a in zip(tracks, avg.tolist()):
+        tr.avg_area = a
+
+
+def _id_range(ids: set[int]) -> str:
+    if not ids:
+        return "none"
+    lo, hi = min(ids), max(ids)
+    if len(ids) == hi - lo + 1:
+        return f"{lo}..{hi}"
+    return f"{len(ids)} ids from {lo} to {hi}"
+
+
+def _looks_zero_based(data: list, gt_ids: set[int]) -> Issue | None:
+    """An error when the results use video ids 0..N-1 while the GT uses 1..N (dataset index vs id)."""
+    if not gt_ids or 0 in gt_ids or min(gt_ids) != 1:
+        return None
+    vids = [r.get("video_id") for r in data if isinstance(r, dict)]
+    ints = [v for v in vids if _is_int(v)]
+    if 0 not in ints:
+        return None
+    if not all((v + 1) in gt_ids for v in ints):  # every id, shifted by one, must be a GT video
+        return None
+    first = next(i for i, r in enumerate(data) if isinstance(r, dict) and r.get("video_id") == 0)
+    return Issue(
+        "error", "zero_based_ids",
+        f"results use 0-based video ids (results[{first}].video_id is 0, but the ground-truth ids start "
+        f"at 1): add 1 to every video_id (the GT id is the dataset index + 1)", first,
+    )
+
+
+def validate_results(
+    gt: dict | str | Path | GroundTruth,
+    results: list | str | Path,
+    iou_type: IouType = "segm",
+) -> list[Issue]:
+    """Check a results file against a ground truth without evaluating.
+
+    Returns every problem found (errors first, each naming the entry index and field); an empty list
+    means the file is a clean YouTube-VIS / CodaLab submission for this ground truth.
+    GT-level warnings (e.g. annotation id 0) are included. A ground truth that cannot be parsed
+    raises `SipvisError`.
+    """
+    gt_parsed = gt if isinstance(gt, GroundTruth) else parse_gt(gt, iou_type)
+    res = parse_results(gt_parsed, results, iou_type)
+    issues = res.issues + gt_parsed.warnings
+    return sorted(issues, key=lambda x: x.level != "error")
