@@ -1,0 +1,119 @@
+"""Parity with the ORIGINAL SipMask-VIS code on deterministic weights (../shared/reference/sipmask_vis).
+
+Tolerances are the reference README's: input exact; raw outputs max|a-b| <= 1e-3 (1 + max|b|);
+detections matched by label and box IoU >= 0.99, |score diff| <= 1e-4, mask IoU >= 0.99 (>= 0.9 under
+50 px), same track ids; video JSON entries matched by category and masks, |score diff| <= 1e-4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reference import (CLIPS, assert_video_results_match, box_iou, decode, expected_frames, expected_video,
+                       frames, mask_iou, raw_outputs, reference_state_dict)
+from sipvis.checkpoint import convert_mmdet
+from sipvis.engine.inference import Segmenter
+from sipvis.io.ytvis_results import VideoResultsBuilder
+from sipvis.model.preprocess import normalize_and_pad, resize_frame
+from sipvis.model.sipmask import SipMaskVIS
+from sipvis.track.tracker import OriginalTracker
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture(scope="module")
+def model() -> SipMaskVIS:
+    cfg, state, report = convert_mmdet(reference_state_dict())
+    assert report.ok and not report.reinitialised
+    net = SipMaskVIS(cfg)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def run_clip(model: SipMaskVIS, clip: str, device: str = "cpu", batch_size: int = 1):
+    tracker = OriginalTracker()
+    segmenter = Segmenter(model, device, torch.float32, batch_size)
+    return list(segmenter.track(frames(clip), tracker)), tracker
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_preprocessed_input_is_exact(model, clip):
+    cfg = model.cfg
+    resized, _ = resize_frame(frames(clip)[0], cfg.max_size)
+    x = normalize_and_pad(torch.from_numpy(resized)[None], cfg.pixel_mean, cfg.pixel_std)
+    expected = raw_outputs(clip)["input"]
+    assert x.shape[1:] == expected.shape
+    assert np.abs(x[0].numpy() - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("clip", CLIPS)
+def test_raw_head_outputs(model, clip, device):
+    raw = raw_outputs(clip)
+    net = model.to(device)
+    with torch.inference_mode():
+        out = net(torch.from_numpy(raw["input"])[None].to(device))
+    model.to("cpu")
+    ours = {"feat_masks": out.basis, "track_feats": out.track_feats}
+    for level in range(5):
+        ours[f"cls_scores_{level}"] = out.cls_logits[level]
+        ours[f"bbox_preds_{level}"] = out.bbox_reg[level]
+        ours[f"centernesses_{level}"] = out.centerness[level]
+        ours[f"cof_preds_{level}"] = out.coeffs[level]
+    for name, tensor in ours.items():
+        a, b = tensor[0].float().cpu().numpy(), raw[name]
+        assert a.shape == b.shape, name
+        err, tol = np.abs(a - b).max(), 1e-3 * (1 + np.abs(b).max())
+        assert err <= tol, f"{name}: max error {err:.3g} > {tol:.3g}"
+
+
+def assert_frames_match(results, clip):
+    for frame, expected in zip(results, expected_frames(clip), strict=True):
+        dets = expected["detections"]
+        assert len(frame) == len(dets), f"frame {expected['frame']}: {len(frame)} detections, expected {len(dets)}"
+        shape = (frame.height, frame.width)
+        unmatched = set(range(len(frame)))
+        for det in dets:
+            candidates = [j for j in unmatched if frame.labels[j] == det["label"]
+                          and box_iou(frame.boxes[j], det["bbox"]) >= 0.99]
+            assert candidates, f"frame {expected['frame']}: no match for {det['label']} {det['bbox']}"
+            j = max(candidates, key=lambda k: box_iou(frame.boxes[k], det["bbox"]))
+            unmatched.remove(j)
+            assert abs(frame.scores[j] - det["score"]) <= 1e-4
+            assert frame.track_ids[j] == det["track_id"] + 1  # outputs are 1-based
+            want = decode(det["segmentation"], shape)
+            assert mask_iou(frame.masks[j], want) >= (0.99 if want.sum() >= 50 else 0.9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("clip", CLIPS)
+def test_detections_masks_and_track_ids(model, clip, device):
+    results, _ = run_clip(model, clip, device)
+    assert_frames_match(results, clip)
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_video_results(model, clip):
+    results, tracker = run_clip(model, clip)
+    builder = VideoResultsBuilder(video_id=1)
+    for frame in results:
+        builder.add(frame)
+    overrides = {(0, t + 1): s for t, s in tracker.first_frame_scores.items()}
+    shape = (results[0].height, results[0].width)
+    assert_video_results_match(builder.results(overrides), expected_video(clip), shape)
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_batched_inference_equals_frame_by_frame(model, clip):
+    single, _ = run_clip(model, clip, batch_size=1)
+    batched, _ = run_clip(model, clip, batch_size=3)
+    for a, b in zip(single, batched, strict=True):
+        np.testing.assert_array_equal(a.track_ids, b.track_ids)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        for ma, mb in zip(a.masks, b.masks):
+            assert mask_iou(ma, mb) >= 0.999
+
