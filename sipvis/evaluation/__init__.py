@@ -1,13 +1,15 @@
 """YouTube-VIS evaluation: AP/AR identical to the official evaluator, result checks, splits, CodaLab zip.
 
     from sipvis.evaluation import evaluate
-    r = evaluate("valid_gt.json", "results.json")
-    r.stats          # 12 figures, official order (STAT_NAMES)
+    r = evaluate("holdout.json", "results.json")
+    r.stats          # 12 figures, official order (STAT_NAMES), -1 where undefined
     r.per_class      # {category name: AP}
     r.as_dict()      # JSON-ready
 """
 
+from sipvis.evaluation.codalab import make_codalab_zip
 from sipvis.evaluation.schema import GroundTruth, Issue, load_json, parse_gt, validate_results
+from sipvis.evaluation.split import SplitResult, make_split, split_video_ids
 from sipvis.evaluation.ytvis import STAT_NAMES, EvalResult, evaluate
 
 __all__ = [
@@ -15,8 +17,12 @@ __all__ = [
     "EvalResult",
     "GroundTruth",
     "Issue",
+    "SplitResult",
     "evaluate",
     "load_json",
+    "make_codalab_zip",
+    "make_split",
     "parse_gt",
+    "split_video_ids",
     "validate_results",
 ]

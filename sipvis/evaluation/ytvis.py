@@ -36,6 +36,7 @@ from sipvis.evaluation.schema import (
     Issue,
     IouType,
     MaskStore,
+    Results,
     Track,
     parse_gt,
     parse_results,
@@ -89,7 +90,7 @@ class EvalResult:
 
 def evaluate(
     gt: dict | str | Path | GroundTruth,
-    results: list | str | Path,
+    results: list | str | Path | Results,
     iou_type: IouType = "segm",
     *,
     unknown_videos: Literal["error", "drop"] = "error",
@@ -100,7 +101,8 @@ def evaluate(
 
     Args:
         gt: annotation dict, path to it, or an already parsed `GroundTruth`.
-        results: results list (YouTube-VIS / CodaLab format) or path to it.
+        results: results list (YouTube-VIS / CodaLab format), path to it, or `Results` already
+            parsed against this `gt` (then `unknown_videos` has already been applied).
         iou_type: "segm" (official) or "bbox" (spatio-temporal box IoU, a sipvis extension).
         unknown_videos: "error" (default; the official code asserts) or "drop" them with a warning.
         strict: turn every warning about the results (size mismatch, frame count, uncompressed
@@ -118,7 +120,10 @@ def evaluate(
         gtp = gt
     else:
         gtp = parse_gt(gt, iou_type)
-    res = parse_results(gtp, results, iou_type, unknown_videos=unknown_videos)
+    if isinstance(results, Results):
+        res = results
+    else:
+        res = parse_results(gtp, results, iou_type, unknown_videos=unknown_videos)
     problems = res.errors + (res.warnings if strict else [])
     if problems:
         raise SipvisError(_summarise_problems(problems))

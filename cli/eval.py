@@ -1,0 +1,227 @@
+"""`sipvis eval`: score a YouTube-VIS results file, or split a GT file for local scoring.
+
+Modes (one per function below, dispatched by `command`):
+
+* ``--gt ann.json --results res.json``: official YouTube-VIS AP/AR (`score_results_file`).
+* ``--make-split --gt train.json --out DIR``: seeded train/holdout annotation files (`run_make_split`).
+* (planned) ``--dataset youtube-vis SPLIT --data-root DIR --weights ...``: run the model on a split;
+  it is meant to become a third branch of `command` with its own function.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import click
+
+from sipvis.errors import SipvisError
+
+_STAT_LABELS = (
+    ("AP", "Average Precision  IoU=0.50:0.95  area=all     maxDets=100"),
+    ("AP50", "Average Precision  IoU=0.50       area=all     maxDets=100"),
+    ("AP75", "Average Precision  IoU=0.75       area=all     maxDets=100"),
+    ("APs", "Average Precision  IoU=0.50:0.95  area=small   maxDets=100"),
+    ("APm", "Average Precision  IoU=0.50:0.95  area=medium  maxDets=100"),
+    ("APl", "Average Precision  IoU=0.50:0.95  area=large   maxDets=100"),
+    ("AR1", "Average Recall     IoU=0.50:0.95  area=all     maxDets=1"),
+    ("AR10", "Average Recall     IoU=0.50:0.95  area=all     maxDets=10"),
+    ("AR100", "Average Recall     IoU=0.50:0.95  area=all     maxDets=100"),
+    ("ARs", "Average Recall     IoU=0.50:0.95  area=small   maxDets=100"),
+    ("ARm", "Average Recall     IoU=0.50:0.95  area=medium  maxDets=100"),
+    ("ARl", "Average Recall     IoU=0.50:0.95  area=large   maxDets=100"),
+)
+_MAX_WARNINGS_PER_KIND = 3
+
+
+@click.command("eval")
+@click.option("--gt", "gt_path", type=click.Path(path_type=Path),
+              help="Ground-truth annotation file (YouTube-VIS format).")
+@click.option("--results", "results_path", type=click.Path(path_type=Path),
+              help="Results file: a JSON list of {video_id, category_id, score, segmentations}.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write the metrics to this JSON file.")
+@click.option("--iou-type", type=click.Choice(["segm", "bbox"]), default="segm", show_default=True,
+              help="segm: official mask AP; bbox: spatio-temporal box AP (sipvis extension).")
+@click.option("--strict", is_flag=True,
+              help="Fail on any problem in the results (size mismatch, frame count, ...) instead of warning.")
+@click.option("--drop-unknown-videos", is_flag=True,
+              help="Drop results whose video is not in the GT (with a warning) instead of failing.")
+@click.option("--make-split", is_flag=True,
+              help="Instead of scoring: split --gt into OUT/train.json and OUT/holdout.json by video.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder for --make-split.")
+@click.option("--ratio", type=float, default=0.1, show_default=True, help="Holdout fraction of the videos (--make-split).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (--make-split).")
+@click.option("--quiet", is_flag=True, help="No progress bar and no tables (warnings still go to stderr).")
+def command(
+    gt_path: Path | None,
+    results_path: Path | None,
+    json_path: Path | None,
+    iou_type: str,
+    strict: bool,
+    drop_unknown_videos: bool,
+    make_split: bool,
+    out_dir: Path | None,
+    ratio: float,
+    seed: int,
+    quiet: bool,
+) -> None:
+    """Score YouTube-VIS results with the official AP/AR, or make a local train/holdout split.
+
+    The 12 figures equal those of the official evaluator (youtubevos/cocoapi), which the YouTube-VIS
+    CodaLab server runs; -1 means undefined (no ground truth in that area range).
+
+    \b
+    Examples:
+      sipvis eval --gt holdout.json --results results.json
+      sipvis eval --gt holdout.json --results results.json --json metrics.json --quiet
+      sipvis eval --make-split --gt train.json --out splits/ --ratio 0.1 --seed 0
+    """
+    if make_split:
+        if results_path is not None or json_path is not None:
+            raise click.UsageError("--make-split takes --gt, --out, --ratio and --seed only")
+        if gt_path is None or out_dir is None:
+            raise click.UsageError("--make-split needs --gt FILE and --out DIR")
+        run_make_split(gt_path, out_dir, ratio=ratio, seed=seed, quiet=quiet)
+        return
+    if gt_path is None or results_path is None:
+        raise click.UsageError("give --gt ANNOTATIONS.json and --results RESULTS.json "
+                               "(or --make-split --gt FILE --out DIR)")
+    score_results_file(
+        gt_path, results_path, json_path=json_path, iou_type=iou_type, strict=strict,
+        unknown_videos="drop" if drop_unknown_videos else "error", quiet=quiet,
+    )
+
+
+def score_results_file(
+    gt_path: Path,
+    results_path: Path,
+    *,
+    json_path: Path | None = None,
+    iou_type: str = "segm",
+    strict: bool = False,
+    unknown_videos: str = "error",
+    quiet: bool = False,
+) -> dict:
+    """Evaluate `results_path` against `gt_path`, print the tables, optionally write `json_path`.
+
+    Returns the metrics dict (`EvalResult.as_dict()`). Problems raise `SipvisError` (one line).
+    """
+    from sipvis.evaluation import evaluate
+    from sipvis.evaluation.schema import load_json, parse_gt, parse_results
+
+    for what, path in (("--gt", gt_path), ("--results", results_path)):
+        if not path.exists():
+            raise SipvisError(f"{what}: file not found: {path}")
+    gt_data = load_json(gt_path, "ground-truth")
+    res_data = load_json(results_path, "results")
+    gt = parse_gt(gt_data, iou_type)  # type: ignore[arg-type]
+    # check first, so every problem can be listed (grouped) before failing on the first error
+    parsed = parse_results(gt, res_data, iou_type, unknown_videos=unknown_videos)  # type: ignore[arg-type]
+    issues = parsed.issues
+    errors = [i for i in issues if i.level == "error" or strict]
+    if errors:
+        raise SipvisError(_one_line(errors))
+    _print_issues([i for i in gt.warnings + issues if i.level == "warning"], "Warning")
+
+    result = _evaluate_with_progress(evaluate, gt, parsed, iou_type, quiet)
+    for line in result.warnings:
+        if line.startswith("Mask sizes"):  # the only warnings not already printed from the check
+            click.echo(f"Warning: {line}", err=True)
+    metrics = result.as_dict()
+    if json_path is not None:
+        _write_metrics(metrics, json_path)
+    if not quiet:
+        _print_tables(result, gt, json_path)
+    return metrics
+
+
+def _evaluate_with_progress(evaluate, gt, parsed, iou_type, quiet):
+    if quiet:
+        return evaluate(gt, parsed, iou_type)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("scoring videos"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("eval", total=len(gt.video_ids))
+        return evaluate(gt, parsed, iou_type,
+                        progress=lambda done, total: bar.update(task, completed=done))
+
+
+def _one_line(errors: list) -> str:
+    """The first problem, plus how many more of each kind: a single line, as CLI errors are."""
+    rest: dict[str, int] = defaultdict(int)
+    for issue in errors[1:]:
+        rest[issue.kind] += 1
+    if not rest:
+        return errors[0].message
+    more = ", ".join(f"{n} {kind}" for kind, n in rest.items())
+    return f"{errors[0].message} (and {len(errors) - 1} more: {more})"
+
+
+def _print_issues(issues: list, label: str) -> None:
+    """One stderr line per issue, at most a few per kind, then a count of the rest."""
+    shown: dict[str, int] = defaultdict(int)
+    for issue in issues:
+        shown[issue.kind] += 1
+        if shown[issue.kind] <= _MAX_WARNINGS_PER_KIND:
+            click.echo(f"{label}: {issue.message}", err=True)
+    for kind, n in shown.items():
+        if n > _MAX_WARNINGS_PER_KIND:
+            click.echo(f"{label}: ... and {n - _MAX_WARNINGS_PER_KIND} more like this ({kind})", err=True)
+
+
+def _write_metrics(metrics: dict, path: Path) -> None:
+    import json
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise SipvisError(f"cannot write --json {path}: {exc.strerror or exc}") from None
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if v == -1 else f"{v:.3f}"
+
+
+def _print_tables(result, gt, json_path: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    main = Table(title=f"YouTube-VIS {result.iou_type} evaluation", title_justify="left")
+    main.add_column("metric")
+    main.add_column("setting")
+    main.add_column("value", justify="right")
+    for (name, label), value in zip(_STAT_LABELS, result.stats):
+        main.add_row(name, label, _fmt(value))
+    console.print(main)
+    per = Table(title="Per-class AP", title_justify="left")
+    per.add_column("id", justify="right")
+    per.add_column("category")
+    per.add_column("AP@[.50:.95]", justify="right")
+    for cat_id, (name, ap) in zip(result.category_ids, result.per_class.items()):
+        per.add_row(str(cat_id), name, _fmt(ap))
+    console.print(per)
+    if any(v == -1 for v in result.stats) or any(v == -1 for v in result.per_class.values()):
+        console.print("n/a: undefined (no ground truth there); -1 in --json, as official")
+    if json_path is not None:
+        console.print(f"Metrics written to {json_path}")
+
+
+def run_make_split(gt_path: Path, out_dir: Path, *, ratio: float = 0.1, seed: int = 0, quiet: bool = False) -> None:
+    """Write OUT/train.json and OUT/holdout.json (seeded split by video) and say what was written."""
+    from sipvis.evaluation import make_split
+
+    if not gt_path.exists():
+        raise SipvisError(f"--gt: file not found: {gt_path}")
+    res = make_split(gt_path, out_dir, ratio=ratio, seed=seed)
+    if not quiet:
+        click.echo(f"Wrote {res.train_path} ({len(res.train_videos)} videos, {res.n_train_annotations} annotations)")
+        click.echo(f"Wrote {res.holdout_path} ({len(res.holdout_videos)} videos, "
+                   f"{res.n_holdout_annotations} annotations)")
+        click.echo(f"Score a model's results on the holdout with: sipvis eval --gt {res.holdout_path} "
+                   "--results results.json")
