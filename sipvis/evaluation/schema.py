@@ -572,7 +572,7 @@ def _track_areas(tracks: list[Track], masks: MaskStore) -> None:
     areas = masks.area[flat]
     owner = np.repeat(np.arange(len(tracks)), counts)
     nz = areas != 0
-    sums = np.bincount(owner[nz], weights=areas[nz], minlength=len(tracks))
+    sums = np.bincount(owner[nz], weights=areas[nz], minlength=len(tracks)).astype(np.float64)
     ns = np.bincount(owner[nz], minlength=len(tracks))
     avg = np.divide(sums, ns, out=np.zeros_like(sums), where=ns > 0)
     for tr, a in zip(tracks, avg.tolist()):
