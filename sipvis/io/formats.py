@@ -1,0 +1,186 @@
+"""Per-frame result files: instance-id PNGs and MOTS text. Each is a sink: `write(FrameInstances)`, `close()`.
+
+Instance PNGs (`InstancePngSink`): one PNG per frame, named by the source frame
+index (`00000.png`, `00001.png`...; with `vid_stride` only the processed indices).
+A pixel's value is the track id of the instance covering it, 0 = background. Files
+are 8-bit palette PNGs (palette entry k = the colour track k has in the rendered
+video) while every id fits in 0..255; from the first frame with an id above 255 on,
+frames are 16-bit greyscale PNGs instead (a warning says so). Either way, reading a
+file as an array of indices (e.g. `numpy.array(PIL.Image.open(f))`) gives the ids.
+
+MOTS text (`MotsTxtSink`), the KITTI-MOTS / MOTSChallenge layout: one line per
+instance, space-separated:
+
+    frame track_id class_id height width rle
+
+frame is the 0-based source frame index; track_id the 1-based track id; class_id
+the 0-based label + 1 (so 1 is the first class of the model, 0 is never used);
+height and width the frame size; rle the COCO compressed RLE string of the mask
+(column-major run lengths, as `pycocotools.mask.encode` writes `counts`). Lines
+of a frame are sorted by track id; frames appear in the order written. MOTS masks
+must not overlap, so overlapping pixels go to the higher-scoring instance (as in
+the video and the PNGs), and an instance left with no pixel gets no line.
+
+Both formats resolve overlaps the same way (`render.owner_map`). Interrupted runs
+leave valid files: each PNG is written under a temporary name and renamed, and the
+MOTS file is flushed after every frame.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from sipvis.errors import SipvisError
+from sipvis.io.background import media_warning
+from sipvis.io.colors import track_colors
+from sipvis.io.files import ensure_folder, reason
+from sipvis.io.render import owner_map
+from sipvis.results import FrameInstances
+
+
+def id_map(inst: FrameInstances) -> np.ndarray:
+    """(H, W) int64 track id of the instance shown at each pixel, 0 for background."""
+    owner = owner_map(inst)
+    ids = np.concatenate([[0], np.asarray(inst.track_ids, np.int64)])
+    return ids[owner + 1]
+
+
+def encode_png(values: np.ndarray, palette_rgb: np.ndarray | None = None) -> bytes:
+    """PNG bytes of an (H, W) uint8 image with a palette ((K, 3) uint8 RGB, K <= 256), or of an
+    (H, W) uint8/uint16 greyscale image when `palette_rgb` is None. Rows are unfiltered, zlib level 6
+    (label maps are long runs of one value, which deflate well without filtering)."""
+    if values.ndim != 2 or values.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected an (H, W) uint8 or uint16 array, got {values.shape} {values.dtype}")
+    h, w = values.shape
+    depth = 16 if values.dtype == np.uint16 else 8
+    color_type = 0 if palette_rgb is None else 3
+    if color_type == 3 and depth != 8:
+        raise ValueError("palette PNGs hold 8-bit values")
+    pixels = values.astype(">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(h, -1)
+    rows = np.zeros((h, 1 + pixels.shape[1]), np.uint8)  # each row starts with filter type 0
+    rows[:, 1:] = pixels
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    out = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0))]
+    if palette_rgb is not None:
+        out.append(chunk(b"PLTE", np.ascontiguousarray(palette_rgb, np.uint8).tobytes()))
+    out += [chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)), chunk(b"IEND", b"")]
+    return b"".join(out)
+
+
+def _palette_rgb() -> np.ndarray:
+    """(256, 3) uint8 RGB: black for 0, then each track id's rendering colour."""
+    rgb = track_colors(np.arange(256))[:, ::-1].copy()
+    rgb[0] = 0
+    return rgb
+
+
+class InstancePngSink:
+    """Writes one instance-id PNG per frame into `folder` (created if missing). See the module docstring.
+
+    Args:
+        folder: output folder.
+        digits: zero-padding of the file names (5: `00000.png`, as YouTube-VIS names frames).
+    """
+
+    def __init__(self, folder: str | Path, digits: int = 5) -> None:
+        self.folder = Path(folder)
+        self.digits = digits
+        self._palette = _palette_rgb()
+        self._wide = False  # switched to 16-bit greyscale after an id > 255
+        self.frames_written = 0
+        ensure_folder(self.folder)
+
+    def path_for(self, index: int) -> Path:
+        return self.folder / f"{index:0{self.digits}d}.png"
+
+    def write(self, frame: FrameInstances) -> None:
+        ids = id_map(frame)
+        if not self._wide and ids.max(initial=0) > 255:
+            if ids.max() > 65535:
+                raise SipvisError(f"track id {ids.max()} does not fit in a 16-bit PNG")
+            self._wide = True
+            media_warning(
+                f"{self.folder}: track id {ids.max()} > 255; from frame {frame.index} on, PNGs are 16-bit greyscale"
+            )
+        if self._wide:
+            data = encode_png(ids.astype(np.uint16))
+        else:
+            data = encode_png(ids.astype(np.uint8), self._palette)
+        path = self.path_for(frame.index)
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # a reader never sees half a PNG, even after a crash
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SipvisError(f"cannot write {path}: {reason(exc)}") from None
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Nothing is held open between frames; present for the common sink interface."""
+
+    def __enter__(self) -> "InstancePngSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def mots_lines(frame: FrameInstances) -> list[str]:
+    """The MOTS lines of one frame (see the module docstring), without newlines."""
+    if not len(frame):
+        return []
+    owner = owner_map(frame)
+    order = np.argsort(frame.track_ids, kind="stable")
+    # (H, W, N) Fortran-ordered uint8, the layout pycocotools encodes
+    masks = np.asfortranarray((owner[..., None] == order[None, None, :]).astype(np.uint8))
+    rles = mask_utils.encode(masks)
+    lines = []
+    for k, rle, area in zip(order, rles, mask_utils.area(rles)):
+        if area == 0:  # every pixel went to a higher-scoring instance
+            continue
+        counts = rle["counts"].decode("ascii")
+        lines.append(f"{frame.index} {int(frame.track_ids[k])} {int(frame.labels[k]) + 1} {frame.height} {frame.width} {counts}")
+    return lines
+
+
+class MotsTxtSink:
+    """Writes MOTS text lines to `path` (parent folders created), flushed after every frame. See the module docstring."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        ensure_folder(self.path.parent)
+        try:
+            self._file = open(self.path, "w", encoding="ascii", newline="\n")
+        except OSError as exc:
+            raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None
+        self.frames_written = 0
+
+    def write(self, frame: FrameInstances) -> None:
+        lines = mots_lines(frame)
+        try:
+            if lines:
+                self._file.write("\n".join(lines) + "\n")
+            self._file.flush()  # an interrupted run keeps every finished frame
+        except OSError as exc:
+            raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> "MotsTxtSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
