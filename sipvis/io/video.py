@@ -112,6 +112,8 @@ class VideoSource(FrameSource):
                 raise SipvisError(f"input not found: {path}")
             if path.is_dir():
                 raise SipvisError(f"{path} is a folder, not a video")
+            if path.stat().st_size == 0:
+                raise SipvisError(f"{path} is an empty file")
         container, stream = self._open()
         try:
             frames = self._decoded(container, stream)
@@ -155,6 +157,8 @@ class VideoSource(FrameSource):
             raise SipvisError(f"input not found: {self.spec}") from None
         except av.error.PermissionError:
             raise SipvisError(f"cannot read {self.spec}: permission denied") from None
+        except av.error.EOFError:
+            raise SipvisError(f"no frame could be decoded from {self.spec}: the file ends before any frame") from None
         except av.error.InvalidDataError:
             raise SipvisError(f"not a video file sipvis can read: {self.spec}") from None
         except (av.error.FFmpegError, OSError) as exc:
