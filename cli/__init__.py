@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 
 import click
 
@@ -61,7 +62,12 @@ def cli() -> None:
     """sipvis: segment every object in a video, name it, and follow it across frames."""
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
+    warnings.formatwarning = _format_warning  # one readable line, not the source line that warned
     try:
         cli(prog_name="sipvis")
     except KeyboardInterrupt:

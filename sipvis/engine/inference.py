@@ -62,6 +62,7 @@ class PreparedFrame:
     scale: float
     original: tuple[int, int]
     timestamp: float | None = None
+    source: object = None  # what the caller wants back with the result (e.g. the decoded frame)
 
 
 class Segmenter:
@@ -93,10 +94,11 @@ class Segmenter:
     def class_names(self) -> tuple[str, ...]:
         return self.cfg.class_names
 
-    def prepare(self, image: np.ndarray, index: int = 0, timestamp: float | None = None) -> PreparedFrame:
+    def prepare(self, image: np.ndarray, index: int = 0, timestamp: float | None = None,
+                source: object = None) -> PreparedFrame:
         """Host-side part of pre-processing (the original's cv2 resize); safe to run in a decode thread."""
         resized, scale = resize_frame(image, self.cfg.max_size)
-        return PreparedFrame(index, resized, scale, image.shape[:2], timestamp)
+        return PreparedFrame(index, resized, scale, image.shape[:2], timestamp, source)
 
     def _autocast(self):
         if self.dtype == torch.float32:
@@ -119,17 +121,27 @@ class Segmenter:
     def track(self, frames: Iterable[np.ndarray | PreparedFrame], tracker: OriginalTracker | None = None
               ) -> Iterator[FrameInstances]:
         """Segment and track one video. Frames are taken in order, `batch_size` at a time."""
-        tracker = tracker or OriginalTracker()
+        prepared = (f if isinstance(f, PreparedFrame) else self.prepare(f, i) for i, f in enumerate(frames))
+        for _, instances in self.track_prepared(prepared, tracker or OriginalTracker()):
+            yield instances
+
+    def track_prepared(self, frames: Iterable[PreparedFrame], tracker: OriginalTracker
+                       ) -> Iterator[tuple[PreparedFrame, FrameInstances]]:
+        """Like `track`, for frames already prepared, yielding each frame with its instances."""
         batch: list[PreparedFrame] = []
-        for i, frame in enumerate(frames):
-            batch.append(frame if isinstance(frame, PreparedFrame) else self.prepare(frame, i))
+        for frame in frames:
+            if batch and frame.original != batch[0].original:  # a size change (stream) starts a new batch
+                yield from self._track_batch(batch, tracker)
+                batch = []
+            batch.append(frame)
             if len(batch) == self.batch_size:
                 yield from self._track_batch(batch, tracker)
                 batch = []
         if batch:
             yield from self._track_batch(batch, tracker)
 
-    def _track_batch(self, batch: list[PreparedFrame], tracker: OriginalTracker) -> Iterator[FrameInstances]:
+    def _track_batch(self, batch: list[PreparedFrame], tracker: OriginalTracker
+                     ) -> Iterator[tuple[PreparedFrame, FrameInstances]]:
         dets = self.detect(batch)
         counts = dets.valid.sum(1).tolist()  # valid slots come first: one sync per batch
         for b, frame in enumerate(batch):
@@ -137,7 +149,7 @@ class Segmenter:
             ids = tracker.update(dets.boxes[b, :n], dets.scores[b, :n], dets.labels[b, :n],
                                  dets.embeddings[b, :n], frame.index)
             keep = torch.tensor(visible_detections(ids), dtype=torch.long, device=self.device)
-            yield FrameInstances(
+            yield frame, FrameInstances(
                 index=frame.index,
                 height=frame.original[0],
                 width=frame.original[1],
