@@ -217,7 +217,7 @@ class VideoWriter:
                 self._guarded(self._worker.finish)
             except BaseException as exc:  # finish the file anyway; re-raised below
                 error = exc
-        if self.frames_written:
+        if self.frames_written and error is None:  # after a failed write FFmpeg's state is not to be trusted
             try:
                 self._guarded(self._flush)
             except BaseException as exc:
@@ -230,7 +230,7 @@ class VideoWriter:
             error = error or SipvisError(f"cannot write {self.path}: {reason(exc)}")
         if self._audio is not None:
             self._audio.close()
-        if self.frames_written and finished:
+        if self.frames_written and finished and error is None:
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
@@ -299,8 +299,11 @@ class _AudioCopy:
         else:
             ctx = self._in.codec_context
             self._out = container.add_stream("aac", rate=ctx.sample_rate)
-            self._out.layout = ctx.layout if ctx.layout.nb_channels <= 2 else "stereo"
-            self._out.bit_rate = 128_000 * min(2, ctx.layout.nb_channels)
+            # by channel count: sources may carry an unnamed order ("1 channels") that AAC rejects;
+            # more than two channels are mixed down to stereo by the resampler
+            self._out.layout = "mono" if ctx.layout.nb_channels == 1 else "stereo"
+            # 64 kbit/s per channel, within AAC's ceiling of 6 bits per sample (low sample rates)
+            self._out.bit_rate = min(64_000, 6 * ctx.sample_rate) * self._out.layout.nb_channels
             self._resampler = av.AudioResampler(format="fltp", layout=self._out.layout, rate=ctx.sample_rate)
 
     def start(self, origin: float | None) -> None:
