@@ -86,26 +86,27 @@ class ResNet(nn.Module):
         depth: 18, 34, 50 or 101.
         style: "caffe" or "pytorch" (only matters for bottleneck blocks).
         frozen_stages: stem + this many stages get requires_grad=False (-1: nothing frozen).
+        width: channels of the stem and of stage 1 (64 = the standard ResNet; smaller for tiny models).
     """
 
-    def __init__(self, depth: int = 50, style: str = "caffe", frozen_stages: int = 1) -> None:
+    def __init__(self, depth: int = 50, style: str = "caffe", frozen_stages: int = 1, width: int = 64) -> None:
         super().__init__()
         if depth not in _BLOCKS:
             raise ValueError(f"unsupported ResNet depth {depth}; choose one of {sorted(_BLOCKS)}")
         block, counts = _BLOCKS[depth]
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = FrozenBatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        in_ch = 64
+        in_ch = width
         for i, n in enumerate(counts):
-            ch = 64 * 2**i
+            ch = width * 2**i
             layers = []
             for j in range(n):
                 layers.append(block(in_ch, ch, (1 if i == 0 else 2) if j == 0 else 1, style))
                 in_ch = ch * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
-        self.out_channels = [64 * 2**i * block.expansion for i in (1, 2, 3)]
+        self.out_channels = [width * 2**i * block.expansion for i in (1, 2, 3)]
         self.frozen_stages = frozen_stages
         self._freeze()
 

@@ -23,6 +23,7 @@ class SipMaskConfig:
         depth: ResNet depth (18, 34, 50, 101).
         style: "caffe" (stride on the 1x1 conv, the original's choice) or "pytorch" (stride on the 3x3).
         frozen_stages: stem + this many stages have no gradient (1 = stem and stage 1, as the original).
+        backbone_width: ResNet stem/stage-1 width (64 = standard; the small demo model uses less).
         fpn_channels / head_channels: width of FPN outputs and of the head towers.
         cls_convs / reg_convs / track_convs: depth of each tower (the original's stacked_convs=3 gives 2/3/2).
         num_bases: basis masks (32); each box predicts 4 x num_bases coefficients (2x2 sub-regions).
@@ -38,6 +39,7 @@ class SipMaskConfig:
     depth: int = 50
     style: str = "caffe"
     frozen_stages: int = 1
+    backbone_width: int = 64
     fpn_channels: int = 256
     head_channels: int = 256
     cls_convs: int = 2

@@ -21,7 +21,7 @@ class SipMaskVIS(nn.Module):
     def __init__(self, cfg: SipMaskConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or SipMaskConfig()
-        self.backbone = ResNet(cfg.depth, cfg.style, cfg.frozen_stages)
+        self.backbone = ResNet(cfg.depth, cfg.style, cfg.frozen_stages, cfg.backbone_width)
         self.neck = FPN(self.backbone.out_channels, cfg.fpn_channels, num_outs=len(cfg.strides))
         self.head = SipMaskHead(
             num_classes=cfg.num_classes, in_channels=cfg.fpn_channels, channels=cfg.head_channels,
