@@ -46,9 +46,8 @@ from sipvis.results import FrameInstances
 
 def id_map(inst: FrameInstances) -> np.ndarray:
     """(H, W) int64 track id of the instance shown at each pixel, 0 for background."""
-    owner = owner_map(inst)
     ids = np.concatenate([[0], np.asarray(inst.track_ids, np.int64)])
-    return ids[owner + 1]
+    return ids[owner_map(inst)]
 
 
 def encode_png(values: np.ndarray, palette_rgb: np.ndarray | None = None) -> bytes:
@@ -139,14 +138,13 @@ def mots_lines(frame: FrameInstances) -> list[str]:
     """The MOTS lines of one frame (see the module docstring), without newlines."""
     if not len(frame):
         return []
-    owner = owner_map(frame)
-    order = np.argsort(frame.track_ids, kind="stable")
-    # (H, W, N) Fortran-ordered uint8, the layout pycocotools encodes
-    masks = np.asfortranarray((owner[..., None] == order[None, None, :]).astype(np.uint8))
-    rles = mask_utils.encode(masks)
+    # the transposed owner map, C-ordered, is the column-major (H, W) layout pycocotools encodes
+    owner_t = np.ascontiguousarray(owner_map(frame).T)
     lines = []
-    for k, rle, area in zip(order, rles, mask_utils.area(rles)):
-        if area == 0:  # every pixel went to a higher-scoring instance
+    for k in np.argsort(frame.track_ids, kind="stable"):
+        mask = (owner_t == k + 1).T.view(np.uint8)[:, :, None]  # (H, W, 1), Fortran order, no copy
+        rle = mask_utils.encode(mask)[0]
+        if mask_utils.area(rle) == 0:  # every pixel went to a higher-scoring instance
             continue
         counts = rle["counts"].decode("ascii")
         lines.append(f"{frame.index} {int(frame.track_ids[k])} {int(frame.labels[k]) + 1} {frame.height} {frame.width} {counts}")

@@ -18,13 +18,15 @@ from sipvis.results import FrameInstances
 
 
 def owner_map(inst: FrameInstances) -> np.ndarray:
-    """(H, W) int32: for each pixel the index (into `inst`) of the instance shown there, -1 for background.
+    """(H, W) map of which instance is shown at each pixel: k + 1 for `inst`'s instance k, 0 for background.
 
-    Overlaps go to the higher score (ties: the later instance).
+    Overlaps go to the higher score (ties: the later instance). uint8 while there are fewer
+    than 256 instances (so OpenCV lookup tables apply), int32 beyond.
     """
-    owner = np.full((inst.height, inst.width), -1, np.int32)
+    dtype = np.uint8 if len(inst) < 256 else np.int32
+    owner = np.zeros((inst.height, inst.width), dtype)
     for k in np.argsort(inst.scores, kind="stable"):  # lowest score first, so the highest is written last
-        owner[inst.masks[k]] = k
+        owner[inst.masks[k]] = k + 1
     return owner
 
 
@@ -87,12 +89,17 @@ class Renderer:
 
     def _draw_masks(self, out: np.ndarray, image: np.ndarray, inst: FrameInstances, colors: np.ndarray) -> None:
         owner = owner_map(inst)
-        shown = owner >= 0
-        if not shown.any() or self.alpha == 0:
+        shown = owner > 0
+        if self.alpha == 0 or not shown.any():
             return
-        layer = colors[np.maximum(owner, 0)]  # (H, W, 3) colour of each pixel's instance
+        table = np.zeros((max(256, len(inst) + 1), 3), np.uint8)
+        table[1 : len(inst) + 1] = colors
+        if owner.dtype == np.uint8:  # colour of each pixel's instance by table lookup, one channel at a time
+            layer = cv2.merge([cv2.LUT(owner, np.ascontiguousarray(table[:256, c])) for c in range(3)])
+        else:
+            layer = table[owner]
         blended = cv2.addWeighted(image, 1.0 - self.alpha, layer, self.alpha, 0.0)
-        np.copyto(out, blended, where=shown[..., None])
+        cv2.copyTo(blended, shown.view(np.uint8), out)
 
     def _draw_outlines(self, out: np.ndarray, inst: FrameInstances, thickness: int) -> None:
         h, w = out.shape[:2]
@@ -142,4 +149,4 @@ class Renderer:
         for tid in (int(t) for t in inst.track_ids):
             points = self._history[tid]
             if len(points) > 1:
-                cv2.polylines(out, [np.array(points, np.int32)], False, track_color(tid), thickness, cv2.LINE_AA)
+                cv2.polylines(out, [np.array(points, np.int32)], False, track_color(tid), thickness + 1, cv2.LINE_AA)
