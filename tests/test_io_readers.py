@@ -39,12 +39,14 @@ def make_clip(
     codec: str = "libx264",
     audio: str | None = None,
 ) -> list[np.ndarray]:
-    """Write a small clip (time base 1 ms) whose frame i has a white 8x16 block in the top-left corner
+    """Write a small clip (time base 1 ms; 40 ms in AVI) whose frame i has a white 8x16 block in the top-left corner
     and green level 20*i mod 256; optionally with a display rotation, given timestamps, and a 440 Hz audio
     track in codec `audio`. Returns the BGR frames written."""
     w, h = size
     tb = Fraction(1, 1000)
     pts_ms = pts_ms or [40 * i for i in range(n)]
+    if path.suffix == ".avi":  # AVI has no timestamps, only a frame rate: count in frames of 40 ms
+        tb, pts_ms = Fraction(1, 25), [p // 40 for p in pts_ms]
     frames = []
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=25)
@@ -69,7 +71,7 @@ def make_clip(
         for packet in stream.encode():
             out.mux(packet)
         if audio:
-            total = int(16000 * (pts_ms[-1] + 40) / 1000)
+            total = int(16000 * (float(pts_ms[-1] * tb) + 0.04))  # as long as the video
             t = np.arange(total) / 16000
             samples = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)[None]
             aframe = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
@@ -187,6 +189,25 @@ def test_rotation_metadata_is_applied(tmp_path: Path, rotation: int, corner: str
     corners = {"top-left": (0, 0), "top-right": (0, w - 1), "bottom-left": (h - 1, 0), "bottom-right": (h - 1, w - 1)}
     bright = {name for name, (y, x) in corners.items() if frame.image[y, x, 0] > 200}
     assert bright == {corner}
+
+
+@pytest.mark.parametrize(
+    "name, codec",
+    [("a.mkv", "libx265"), ("b.webm", "libvpx-vp9"), ("c.avi", "mjpeg"), ("d.mov", "libx264"), ("e.mp4", "mpeg4")],
+)
+def test_containers_and_codecs(tmp_path: Path, name: str, codec: str) -> None:
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:  # noqa: BLE001 - this FFmpeg build lacks the encoder
+        pytest.skip(f"no {codec} encoder to make the clip")
+    path = tmp_path / name
+    written = make_clip(path, n=8, size=(96, 64), codec=codec)
+    source = open_source(path)
+    assert (source.width, source.height, source.fps) == (96, 64, 25)
+    frames = list(source)
+    assert [f.index for f in frames] == list(range(8))
+    for frame, image in zip(frames, written):
+        assert np.abs(frame.image.astype(int) - image).mean() < 4
 
 
 def test_variable_frame_rate_timestamps_are_kept(tmp_path: Path) -> None:
