@@ -117,6 +117,21 @@ def test_start_window_takes_the_audio_of_the_same_span(tmp_path: Path) -> None:
     assert info["audio_end"] == pytest.approx(2.0, abs=0.03)
 
 
+@pytest.mark.parametrize("ext", [".avi", ".mov"])
+def test_other_containers(tmp_path: Path, ext: str) -> None:
+    path = require(MEDIA / "car-detection.mp4")  # 12.5 fps with AAC: AVI stores a rate, not timestamps
+    source = open_source(path, max_frames=20, vid_stride=2)
+    out = tmp_path / f"out{ext}"
+    with VideoWriter(out, source.width, source.height, source.fps, source.time_base, audio_from=source.spec) as writer:
+        for frame in source:
+            writer.write(frame.image, frame.pts)
+    info = probe(out)
+    assert info["codec"] == ("mpeg4" if ext == ".avi" else "h264")
+    assert info["frames"] == 20 and info["audio"] == "aac"
+    assert info["times"] == pytest.approx([0.16 * i for i in range(20)], abs=1e-3)  # every other frame of 12.5 fps
+    assert info["audio_end"] == pytest.approx(20 * 0.16, abs=0.05)
+
+
 def test_variable_frame_rate_timestamps_survive_the_writer(tmp_path: Path) -> None:
     pts_ms = [0, 40, 80, 200, 210, 220, 500, 540, 580, 1000]
     make_clip(tmp_path / "vfr.mp4", pts_ms=pts_ms)

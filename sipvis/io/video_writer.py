@@ -1,7 +1,8 @@
 """Write annotated frames to a video file, keeping the source's size, timing and audio.
 
 Video is H.264 (libx264, yuv420p, `+faststart` in mp4/mov) when PyAV's FFmpeg has
-an H.264 encoder, else MPEG-4 Part 2 with one `MediaWarning`. Per-frame `pts` keep
+an H.264 encoder, else MPEG-4 Part 2 with one `MediaWarning`; AVI files always get
+MPEG-4 Part 2 (H.264 in AVI plays one frame late in FFmpeg-based players). Per-frame `pts` keep
 the source timestamps (variable frame rate stays variable); the first frame starts
 at 0. The audio of `audio_from` over the same time span is copied packet by packet
 when the output container can hold its codec, else transcoded to AAC.
@@ -86,7 +87,8 @@ class VideoWriter:
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self._closed = False
         self._first_pts: int | None = None
-        self._last_pts: int | None = None  # output pts (from 0) of the last frame, in the encoder's time base
+        self._last_pts: int | None = None  # encoder pts (from 0) of the last frame, in units of `_tb`
+        self._last_duration = 0
         self._warned_order = False
         ensure_folder(self.path.parent)
         options = {"movflags": "+faststart"} if self._format in ("mp4", "mov") else {}
@@ -111,25 +113,31 @@ class VideoWriter:
         if self._coded != (self.width, self.height):
             media_warning(f"{self.path.name}: {self.width}x{self.height} padded to {self._coded[0]}x{self._coded[1]} (yuv420p needs even sizes)")
         options = {"crf": str(crf), "preset": preset}
-        for name in H264_ENCODERS:
-            if _encoder_opens(name, self._coded, self.time_base, options if name == "libx264" else {}):
-                break
+        if self._format == "avi":
+            # AVI stores no presentation times and H.264 in AVI carries no reordering hint, so FFmpeg-based
+            # players show it one frame late; MPEG-4 Part 2 (the DivX/Xvid codec) is what AVI is made for
+            name, options = FALLBACK_ENCODER, {}
         else:
-            name = FALLBACK_ENCODER
-            media_warning(f"{self.path.name}: no H.264 encoder in this FFmpeg build; writing MPEG-4 Part 2 video instead")
-            options = {}
-        # AVI stores one rate, not timestamps; MPEG-4 Part 2 limits the time base to 16 bits:
-        # count in frames there (pts are rounded to the nearest frame)
+            for name in H264_ENCODERS:
+                if _encoder_opens(name, self._coded, self.time_base, options if name == "libx264" else {}):
+                    break
+            else:
+                name = FALLBACK_ENCODER
+                media_warning(f"{self.path.name}: no H.264 encoder in this FFmpeg build; writing MPEG-4 Part 2 video instead")
+                options = {}
+        # the encoder counts in the caller's time base, except where that cannot be stored: AVI keeps
+        # one rate, not timestamps, and MPEG-4 Part 2 limits the time base to 16 bits; there it counts
+        # frames (pts rounded to the nearest frame)
+        self._tb = self.time_base
         if self._format == "avi" or (name == FALLBACK_ENCODER and self.time_base.denominator > 65535):
-            self._pts_scale = self.time_base * self.fps
-            self.time_base = 1 / self.fps
+            self._tb = 1 / self.fps
         stream = self._container.add_stream(name, rate=self.fps)
         stream.width, stream.height = self._coded
         stream.pix_fmt = "yuv420p"
-        stream.time_base = self.time_base
-        stream.codec_context.time_base = self.time_base
+        stream.time_base = self._tb
+        stream.codec_context.time_base = self._tb
         if name == FALLBACK_ENCODER:
-            stream.bit_rate = int(self._coded[0] * self._coded[1] * float(self.fps) * 0.2)
+            stream.bit_rate = int(self._coded[0] * self._coded[1] * float(self.fps) * 0.25)  # 0.25 bit per pixel
         stream.options = options
         # no B-frames: with them the mp4 muxer derives the stream duration from decode times, which
         # lag the presentation times unevenly in variable-frame-rate video (reported length too short)
@@ -137,8 +145,6 @@ class VideoWriter:
         stream.thread_type = "AUTO"
         self.codec = name
         return stream
-
-    _pts_scale: Fraction | None = None  # source pts -> encoder pts, when the encoder needed a coarser time base
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -166,8 +172,8 @@ class VideoWriter:
             image = np.pad(image, ((0, self._coded[1] - self.height), (0, self._coded[0] - self.width), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         frame.pts = self._next_pts(pts)
-        frame.time_base = self.time_base
-        frame.duration = self._frame_duration()
+        frame.time_base = self._tb
+        frame.duration = self._last_duration
         for packet in self._video.encode(frame):
             self._container.mux(packet)
         self.frames_written += 1
@@ -175,14 +181,13 @@ class VideoWriter:
             self._audio.pump(self._seconds(frame.pts))  # audio up to this frame: the file stays interleaved
 
     def _next_pts(self, pts: int | None) -> int:
-        """Output pts from 0, strictly increasing; also fixes the audio's start on the first frame."""
-        if pts is not None and self._pts_scale is not None:
-            pts = round(pts * self._pts_scale)
+        """Encoder pts, from 0 and strictly increasing; the first frame also fixes where the audio starts."""
+        if pts is not None and self._tb != self.time_base:
+            pts = round(pts * self.time_base / self._tb)
         if self._first_pts is None:
             self._first_pts = pts if pts is not None else 0
             if self._audio is not None:
-                origin = self._first_pts * self.time_base if pts is not None else None
-                self._audio.start(origin)
+                self._audio.start(float(self._first_pts * self._tb) if pts is not None else None)
         if pts is None:
             out = 0 if self._last_pts is None else self._last_pts + self._frame_duration()
         else:
@@ -192,14 +197,17 @@ class VideoWriter:
                 self._warned_order = True
                 media_warning(f"{self.path.name}: frame timestamps out of order; shifted to keep them increasing")
             out = self._last_pts + 1
+        # a frame lasts as long as the gap before it (exact for constant rate and for --vid-stride); the
+        # last frame's duration sets where the file, and the copied audio, end
+        self._last_duration = self._frame_duration() if self._last_pts is None else out - self._last_pts
         self._last_pts = out
         return out
 
     def _frame_duration(self) -> int:
-        return max(1, round(1 / (self.fps * self.time_base)))
+        return max(1, round(1 / (self.fps * self._tb)))
 
     def _seconds(self, out_pts: int) -> float:
-        return float(out_pts * self.time_base)
+        return float(out_pts * self._tb)
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -243,7 +251,7 @@ class VideoWriter:
         for packet in self._video.encode(None):
             self._container.mux(packet)
         if self._audio is not None and self._last_pts is not None:
-            self._audio.pump(self._seconds(self._last_pts + self._frame_duration()), final=True)
+            self._audio.pump(self._seconds(self._last_pts + self._last_duration), final=True)
 
     def __enter__(self) -> "VideoWriter":
         return self
