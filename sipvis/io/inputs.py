@@ -70,10 +70,8 @@ def open_source(
         images = image_files(path)
         if images:
             return ImageSequenceSource(images, str(path), _folder_name(path), image_fps, **common)
-        videos = [p for p in path.iterdir() if _is_video_file(p)]
-        if videos:
-            raise SipvisError(f"{path} is a folder of {len(videos)} videos; open them one at a time (expand_inputs)")
-        raise SipvisError(f"no images or videos in {path}")
+        inputs = _expand_folder(path)  # raises if there is nothing to read
+        raise SipvisError(f"{path} holds {len(inputs)} videos or image sequences; open them one at a time (expand_inputs)")
     if path.is_file() and is_image_file(path):
         return ImageSequenceSource([path], str(path), path.stem, image_fps, **common)
     if path.exists():

@@ -129,6 +129,8 @@ class VideoSource(FrameSource):
         self.width, self.height = (first.height, first.width) if self._orient[0] else (first.width, first.height)
         self.time_base = stream.time_base
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate:
+            media_warning(f"{self.name}: no frame rate in the stream; assuming 30 fps")
         self.fps = Fraction(rate) if rate else Fraction(30)
         self.frame_count = stream.frames or None
         if stream.duration is not None and stream.time_base is not None:
@@ -137,7 +139,7 @@ class VideoSource(FrameSource):
             self.duration = container.duration / av.time_base
         self.has_audio = len(container.streams.audio) > 0
         scheme = spec.split("://", 1)[0].lower() if url else ""
-        self.is_live = device_format is not None or scheme in LIVE_SCHEMES or (url and self.duration is None)
+        self.is_live = device_format is not None or scheme in LIVE_SCHEMES or bool(url and self.duration is None)
         self._start_time = stream.start_time or 0
         # keep the open container and its first frame for the first iteration: a live
         # stream cannot be opened twice without losing frames, and a file saves a re-open
