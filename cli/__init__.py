@@ -69,10 +69,14 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 def main() -> None:
     warnings.formatwarning = _format_warning  # one readable line, not the source line that warned
     try:
-        cli(prog_name="sipvis")
-    except KeyboardInterrupt:
+        code = cli.main(prog_name="sipvis", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["cli", "main"]
