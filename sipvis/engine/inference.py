@@ -84,11 +84,16 @@ class Segmenter:
         self.batch_size = max(1, int(batch_size))
 
     @classmethod
-    def from_checkpoint(cls, path, device: str = "auto", precision: str = "auto", batch_size: int = 1) -> "Segmenter":
-        from sipvis.checkpoint import build_model
+    def from_checkpoint(cls, weights, device: str = "auto", precision: str = "auto", batch_size: int = 1,
+                        progress: bool = True) -> "Segmenter":
+        """Any `--weights` value: registry name, URL, sipvis checkpoint or the original `.pth`."""
+        from sipvis.checkpoint import load_state_into, load_weights
 
         dev = resolve_device(device)
-        return cls(build_model(path, "cpu"), dev, resolve_precision(precision, dev), batch_size)
+        cfg, state = load_weights(weights, progress=progress)
+        model = SipMaskVIS(cfg)
+        load_state_into(model, state, str(weights))
+        return cls(model, dev, resolve_precision(precision, dev), batch_size)
 
     @property
     def class_names(self) -> tuple[str, ...]:
