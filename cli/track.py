@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from sipvis.cli._model_options import build_segmenter, model_options, split_commas
+
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".avi"}
 FORMATS = ("video", "json", "png", "mots")
 TRACKERS = ("original",)
@@ -65,8 +67,7 @@ def _unique_names(names: list[str]) -> list[str]:
     return unique
 
 
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+_split = split_commas
 
 
 @click.command("track")
@@ -77,17 +78,11 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--format", "formats", multiple=True,
               help=f"Outputs to write into an output folder: {', '.join(FORMATS)} (comma-separated; "
                    "default video,json).")
-@click.option("--weights", default=None, help="Registry name, checkpoint path or URL (default: the registry's default).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", default="auto", show_default=True, help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
-@click.option("--batch", default=0, type=int, help="Frames per forward pass (default: 8 on CUDA, 1 on CPU).")
+@model_options()
 @click.option("--vid-stride", default=1, show_default=True, type=int, help="Process every N-th frame.")
 @click.option("--start", type=float, default=None, help="Start time in seconds.")
 @click.option("--end", type=float, default=None, help="End time in seconds.")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames per input.")
-@click.option("--classes", "class_filter", multiple=True, help="Only output these classes (names, comma-separated).")
-@click.option("--score-thr", type=float, default=None, help="Minimum detection score (default: the model's, 0.03).")
-@click.option("--max-dets", type=int, default=None, help="Most detections per frame (default: the model's, 10).")
 @click.option("--tracker", default="original", show_default=True, type=click.Choice(TRACKERS),
               help="Tracking preset; 'original' matches the authors' code exactly.")
 @click.option("--trails", is_flag=True, help="Draw each track's recent path in the annotated video.")
@@ -104,36 +99,17 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
       sipvis track frames_dir/ -o results.json
       sipvis track clips/ -o results/ --format video,json,png
     """
-    from dataclasses import replace
-
-    from sipvis.checkpoint import load_weights
-    from sipvis.engine.inference import Segmenter, resolve_device, resolve_precision
     from sipvis.engine.pipeline import OutputFilter
     from sipvis.errors import SipvisError
     from sipvis.io.inputs import expand_inputs
-    from sipvis.model.sipmask import SipMaskVIS
-    from sipvis.checkpoint import load_state_into
-    from sipvis.weights import default_weights_name
 
     formats = _split(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise SipvisError(f"unknown --format {', '.join(unknown)}: choose from {', '.join(FORMATS)}")
     specs = expand_inputs(list(inputs))
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
-    cfg, state = load_weights(weights or default_weights_name(), progress=not quiet)
-    overrides = {k: v for k, v in (("score_thr", score_thr), ("max_per_img", max_dets)) if v is not None}
-    model = SipMaskVIS(replace(cfg, **overrides))
-    load_state_into(model, state, str(weights))
-    segmenter = Segmenter(model, dev, dtype, batch or (8 if dev.type == "cuda" else 1))
-    keep_classes = None
-    if class_filter:
-        names = _split(class_filter)
-        missing = [n for n in names if n not in cfg.class_names]
-        if missing:
-            raise SipvisError(f"unknown class {', '.join(missing)}; this model knows: {', '.join(cfg.class_names)}")
-        keep_classes = {cfg.class_names.index(n) for n in names}
+    segmenter, keep_classes = build_segmenter(weights, device, precision, batch, score_thr, max_dets, class_filter,
+                                              progress=not quiet)
     run_all(specs, outputs, formats, segmenter, OutputFilter(keep_classes),
             dict(vid_stride=vid_stride, start=start, end=end, max_frames=max_frames, fps=fps), trails, quiet)
 

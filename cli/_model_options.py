@@ -1,0 +1,96 @@
+"""The model options shared by the commands that run a model (`track`, `live`), and the one function that
+turns them into a ready `Segmenter` plus the class filter users asked for.
+
+Usage in a command::
+
+    @click.command("x")
+    @model_options()                 # --weights --device --precision --batch --classes --score-thr --max-dets
+    def command(weights, device, precision, batch, class_filter, score_thr, max_dets, ...):
+        segmenter, keep = build_segmenter(weights, device, precision, batch, score_thr, max_dets,
+                                          class_filter, progress=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+
+def split_commas(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """('a,b', 'c') -> ('a', 'b', 'c'): repeatable options that also take comma-separated lists."""
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+def model_options(batch: bool = True, max_dets: bool = True) -> Callable:
+    """Click decorator adding the model options. `batch`/`max_dets` False leave those two out (the
+    function then receives neither parameter)."""
+    options = [
+        click.option("--weights", default=None,
+                     help="Registry name, checkpoint path or URL (default: the registry's default)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--precision", default="auto", show_default=True,
+                     help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16."),
+    ]
+    if batch:
+        options.append(click.option("--batch", default=0, type=int,
+                                    help="Frames per forward pass (default: 8 on CUDA, 1 on CPU)."))
+    options += [
+        click.option("--classes", "class_filter", multiple=True,
+                     help="Only output these classes (names, comma-separated)."),
+        click.option("--score-thr", type=float, default=None,
+                     help="Minimum detection score (default: the model's, 0.03)."),
+    ]
+    if max_dets:
+        options.append(click.option("--max-dets", type=int, default=None,
+                                    help="Most detections per frame (default: the model's, 10)."))
+
+    def decorate(fn: Callable) -> Callable:
+        for option in reversed(options):  # click lists options in decoration order, innermost last
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def build_segmenter(weights: str | None, device: str, precision: str, batch: int = 0,
+                    score_thr: float | None = None, max_dets: int | None = None,
+                    class_filter: tuple[str, ...] = (), progress: bool = True):
+    """Load `--weights`, apply the post-processing overrides and build the `Segmenter`.
+
+    Returns:
+        (segmenter, keep_classes): `keep_classes` is the set of label indices `--classes` asked for, or
+        None for all; pass it to `sipvis.engine.pipeline.OutputFilter`.
+
+    Raises:
+        SipvisError: unknown device/precision, unreadable weights, a class the model does not know.
+    """
+    from dataclasses import replace
+
+    from sipvis.checkpoint import load_state_into, load_weights
+    from sipvis.engine.inference import Segmenter, resolve_device, resolve_precision
+    from sipvis.model.sipmask import SipMaskVIS
+    from sipvis.weights import default_weights_name
+
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    cfg, state = load_weights(weights or default_weights_name(), progress=progress)
+    keep_classes = class_indices(class_filter, cfg.class_names)
+    overrides = {k: v for k, v in (("score_thr", score_thr), ("max_per_img", max_dets)) if v is not None}
+    model = SipMaskVIS(replace(cfg, **overrides))
+    load_state_into(model, state, str(weights))
+    segmenter = Segmenter(model, dev, dtype, batch or (8 if dev.type == "cuda" else 1))
+    return segmenter, keep_classes
+
+
+def class_indices(class_filter: tuple[str, ...] | list[str], class_names: tuple[str, ...]) -> set[int] | None:
+    """`--classes` values -> label indices, or None when no filter was given."""
+    from sipvis.errors import SipvisError
+
+    if not class_filter:
+        return None
+    names = split_commas(class_filter)
+    missing = [n for n in names if n not in class_names]
+    if missing:
+        raise SipvisError(f"unknown class {', '.join(missing)}; this model knows: {', '.join(class_names)}")
+    return {class_names.index(n) for n in names}
