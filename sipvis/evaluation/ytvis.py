@@ -253,6 +253,19 @@ def _bbox_ious(dts: list[Track], gts: list[Track]) -> tuple[np.ndarray, bool]:
     return _iou_block(*_bbox_inter_union(dts, gts))
 
 
+# Entries of one pycocotools.mask.iou call (rows x columns) allowed per chunk of frames: bounds memory.
+_MAX_IOU_ENTRIES = 4_000_000
+
+
+def _layouts(area: int) -> list[list[int]]:
+    """All [h', w'] with h' * w' == area: RLE counts stay valid under any of them (see below)."""
+    if area <= 0:
+        return [[0, 0]]
+    small = [d for d in range(1, int(area**0.5) + 1) if area % d == 0]
+    divs = small + [area // d for d in reversed(small) if d * d != area]
+    return [[area // d, d] for d in divs]
+
+
 def _segm_ious(
     groups: list[tuple[list[Track], list[Track]]],
     gt_masks: MaskStore,
@@ -263,6 +276,14 @@ def _segm_ious(
     Groups whose masks all share one RLE size (the normal case) go through one vectorised pass
     over the whole dataset; the others through `_segm_inter_union`, which also handles frames
     whose two sizes differ.
+
+    Intersections: the frame masks of many (group, frame) keys go into one `pycocotools.mask.iou`
+    call, each key with its own RLE "layout" [h', w'], h' * w' == h * w. The counts of a
+    column-major RLE do not depend on the layout, so two masks of one key intersect exactly as in
+    their real layout, while pycocotools gives up at once on pairs whose layouts (sizes) differ:
+    those cross-frame and cross-category entries are never read, so layouts decide speed, never
+    values. Crowd mode returns |d∩g| / |d|, so |d∩g| = round(value * |d|) exactly.
+    Unions: sum over the frames that zip() walks of |d| + |g|, minus the intersection.
     """
     out: list[tuple[np.ndarray, bool] | None] = [None] * len(groups)
     both = [i for i, (ds, gs) in enumerate(groups) if ds and gs]
@@ -300,7 +321,7 @@ def _segm_ious(
     uniform |= lo == np.iinfo(np.int64).max
     for j in np.flatnonzero(~uniform).tolist():
         ds, gs = groups[both[j]]
-        out[both[j]] = _iou_block(*_segm_inter_union([(0, ds, gs)], gt_masks, dt_masks))
+        out[both[j]] = _iou_block(*_segm_inter_union(ds, gs, gt_masks, dt_masks))
 
     # -- intersections of the uniform groups: key = (group, frame) -----------------------------
     t_max = int(max(d_len.max(), g_len.max())) + 1
@@ -319,9 +340,10 @@ def _segm_ious(
         pos_d, pos_g = np.searchsorted(keys, key_d[od]), np.searchsorted(keys, key_g[og])
         ng_k = np.bincount(pos_g, minlength=len(keys))
         nd_k = np.bincount(pos_d, minlength=len(keys))
-        # keys per pycocotools call: each call costs ~30 us fixed, each (result, GT) entry ~0.15 us
+        # keys per pycocotools call: a call costs ~30 us fixed, each (result, GT) entry ~0.15 us,
+        # and a call of k keys has ~k^2 * per_key entries
         per_key = max(float(np.mean(nd_k * ng_k)), 1.0)
-        k = int(max(1, min(64, round((200 / per_key) ** 0.5), _MAX_IOU_ENTRIES // per_key)))
+        k = int(max(1, min(64, round((200 / per_key) ** 0.5), (_MAX_IOU_ENTRIES / per_key) ** 0.5)))
         key_chunk = np.arange(len(keys)) // k
         # layout of a key: its rank in its chunk (keys of one chunk never share a layout)
         key_grp = keys // t_max
@@ -400,144 +422,35 @@ def _area_before(e_track: np.ndarray, e_t: np.ndarray, e_area: np.ndarray, track
     return cum[end] - cum[start]
 
 
-# Entries of one pycocotools.mask.iou call (rows x columns) allowed per chunk of frames: bounds memory.
-_MAX_IOU_ENTRIES = 4_000_000
-
-
-def _layouts(area: int) -> list[list[int]]:
-    """All [h', w'] with h' * w' == area: RLE counts stay valid under any of them (see below)."""
-    if area <= 0:
-        return [[0, 0]]
-    small = [d for d in range(1, int(area**0.5) + 1) if area % d == 0]
-    divs = small + [area // d for d in reversed(small) if d * d != area]
-    return [[area // d, d] for d in divs]
-
-
 def _segm_inter_union(
-    groups: list[tuple[int, list[Track], list[Track]]],
-    gt_masks: MaskStore,
-    dt_masks: MaskStore,
+    dts: list[Track], gts: list[Track], gt_masks: MaskStore, dt_masks: MaskStore
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(D, G) summed intersections and unions (float64 holding exact integers) of one video.
+    """(D, G) summed intersections and unions of one (video, category) whose masks differ in size.
 
-    Pairs of different categories are left at arbitrary values (the caller only reads the
-    per-category diagonal blocks).
-
-    Intersections come from a few `pycocotools.mask.iou` calls per video instead of one call per
-    frame pair: the frame masks of several frames go into one call, and each (frame, category,
-    size) key gets its own RLE "layout" [h', w'] with h' * w' == h * w. The counts of a
-    column-major RLE do not depend on the layout, so masks sharing a key intersect exactly as in
-    their real layout, while pycocotools gives up early on pairs whose layouts differ (their sizes
-    differ) — those cross-frame and cross-category entries are never read, so the layouts only
-    decide speed, never values. Crowd mode returns |d∩g| / |d|, so |d∩g| = round(value * |d|)
-    exactly.
+    The rare general path (the common one is `_segm_ious`): one `pycocotools.mask.iou` call per
+    frame. A frame where the two masks' RLE sizes differ adds nothing to I or U (official: the C
+    merge returns an empty RLE); iou gives -1 or 0 for such pairs, so their intersection is 0.
     """
-    dts = [d for _, ds, gs in groups for d in ds]
-    gts = [g for _, ds, gs in groups for g in gs]
     D, G = len(dts), len(gts)
     T = max(max(t.length for t in dts), max(t.length for t in gts))
-    gd = np.repeat(np.arange(len(groups)), [len(ds) for _, ds, _ in groups])
-    gg = np.repeat(np.arange(len(groups)), [len(gs) for _, _, gs in groups])
-    both = np.array([bool(ds) and bool(gs) for _, ds, gs in groups])
     idx_d, idx_g = _frame_index(dts, T), _frame_index(gts, T)
     pd, pg = idx_d >= 0, idx_g >= 0
     ad = np.where(pd, dt_masks.area[idx_d], 0.0)  # (D, T) per-frame mask areas, 0 where absent
     ag = np.where(pg, gt_masks.area[idx_g], 0.0)  # (G, T)
-
-    # -- intersections ---------------------------------------------------------------------
-    # present frames of tracks whose category has both results and GT
-    ed_d, ed_t = np.nonzero(pd & both[gd][:, None])
-    eg_g, eg_t = np.nonzero(pg & both[gg][:, None])
-    ed_m, eg_m = idx_d[ed_d, ed_t], idx_g[eg_g, eg_t]  # mask indices
-    # key = (frame, category group, size): only masks with the same key are compared
-    sizes, size_id = np.unique(np.concatenate([
-        np.stack([dt_masks.height[ed_m], dt_masks.width[ed_m]], 1),
-        np.stack([gt_masks.height[eg_m], gt_masks.width[eg_m]], 1)]), axis=0, return_inverse=True)
-    size_id = size_id.reshape(-1)
-    n_grp, n_size = len(groups), len(sizes)
-    key_d = (ed_t * n_grp + gd[ed_d]) * n_size + size_id[: len(ed_t)]
-    key_g = (eg_t * n_grp + gg[eg_g]) * n_size + size_id[len(ed_t):]
-    keys = np.intersect1d(key_d, key_g)  # sorted; frame-major
-    inter = np.zeros(D * G)
-    if len(keys):
-        # kept masks sorted by key (hence by frame)
-        od = np.flatnonzero(np.isin(key_d, keys))
-        og = np.flatnonzero(np.isin(key_g, keys))
-        od, og = od[np.argsort(key_d[od], kind="stable")], og[np.argsort(key_g[og], kind="stable")]
-        pos_d, pos_g = np.searchsorted(keys, key_d[od]), np.searchsorted(keys, key_g[og])
-        nd_k = np.bincount(pos_d, minlength=len(keys))
-        ng_k = np.bincount(pos_g, minlength=len(keys))
-        # frames per call: each call costs a fixed ~30 us, each (result, GT) entry of a call
-        # ~0.15 us, so group k frames with k ~ sqrt(200 / (result masks x GT masks per frame))
-        n_frames = len(np.unique(keys // (n_grp * n_size)))
-        per_frame = (len(od) / n_frames) * (len(og) / n_frames)
-        k = int(max(1, min(round((200 / per_frame) ** 0.5), _MAX_IOU_ENTRIES // max(per_frame, 1))))
-        key_chunk = (keys // (n_grp * n_size)) // k
-        # layout of each key: its rank among the keys of the same chunk and size (cycled if short)
-        key_size = keys % n_size
-        grp = key_chunk * n_size + key_size
-        order = np.argsort(grp, kind="stable")
-        first = np.searchsorted(grp[order], grp[order])
-        rank = np.empty(len(keys), dtype=np.int64)
-        rank[order] = np.arange(len(keys)) - first
-        layouts = [_layouts(int(h) * int(w)) for h, w in sizes.tolist()]
-        key_layout = [layouts[sz][r % len(layouts[sz])] for sz, r in zip(key_size.tolist(), rank.tolist())]
-        dt_rles, gt_rles = dt_masks.rles, gt_masks.rles
-        md, mg = ed_m[od], eg_m[og]
-        d_objs = [{"size": key_layout[p], "counts": dt_rles[m]["counts"]} for p, m in zip(pos_d.tolist(), md.tolist())]
-        g_objs = [{"size": key_layout[p], "counts": gt_rles[m]["counts"]} for p, m in zip(pos_g.tolist(), mg.tolist())]
-        # one pycocotools call per chunk of frames; crowd mode gives |d∩g| / |d|
-        chunks = np.unique(key_chunk)
-        bd = np.searchsorted(key_chunk[pos_d], chunks, side="left").tolist() + [len(od)]
-        bg = np.searchsorted(key_chunk[pos_g], chunks, side="left").tolist() + [len(og)]
-        flat, offset = [], np.zeros(len(chunks), dtype=np.int64)
-        total = 0
-        for c in range(len(chunks)):
-            a, b, e, f = bd[c], bd[c + 1], bg[c], bg[c + 1]
-            o = mask_utils.iou(d_objs[a:b], g_objs[e:f], [1] * (f - e))  # (b - a, f - e)
-            flat.append(np.asarray(o).ravel())
-            offset[c] = total
-            total += (b - a) * (f - e)
-        flat = np.concatenate(flat)
-        # all (result mask, GT mask) pairs sharing a key: a per-key cartesian product
-        start_g = np.concatenate([[0], np.cumsum(ng_k)[:-1]])
-        reps = ng_k[pos_d]
-        rows = np.repeat(np.arange(len(od)), reps)                     # result mask of each pair
-        pair0 = np.concatenate([[0], np.cumsum(reps)[:-1]])
-        cols = np.repeat(start_g[pos_d] - pair0, reps) + np.arange(len(rows))  # GT mask of each pair
-        ch = np.searchsorted(chunks, key_chunk[pos_d[rows]])
-        width = np.array([bg[c + 1] - bg[c] for c in range(len(chunks))])
-        vals = flat[offset[ch] + (rows - np.asarray(bd[:-1])[ch]) * width[ch] + (cols - np.asarray(bg[:-1])[ch])]
-        vals = np.rint(np.maximum(vals, 0.0) * dt_masks.area[md[rows]])
-        inter = np.bincount(ed_d[od][rows] * G + eg_g[og][cols], weights=vals, minlength=D * G)
-    inter = inter.reshape(D, G)
-
-    # -- unions: sum over the zipped frames of |d| + |g| - |d∩g|, absent frames having area 0 --
-    len_d = np.array([t.length for t in dts])
-    len_g = np.array([t.length for t in gts])
-    n = np.minimum(len_d[:, None], len_g[None, :])  # (D, G) frames that zip() walks
-    cum_d = np.concatenate([np.zeros((D, 1)), np.cumsum(ad, axis=1)], axis=1)  # (D, T+1)
-    cum_g = np.concatenate([np.zeros((G, 1)), np.cumsum(ag, axis=1)], axis=1)
-    sum_d = cum_d[np.arange(D)[:, None], n]  # (D, G): area of d over the frames zipped with g
-    sum_g = cum_g[np.arange(G)[None, :], n]
-    union = sum_d + sum_g - inter
-
-    # frames whose two RLE sizes differ add nothing to I or U (C merge returns an empty RLE);
-    # their intersections are already 0 as such masks never share a key
-    if n_size > 1 or _sizes_vary(dt_masks, gt_masks, idx_d[pd], idx_g[pg]):
-        hd = np.where(pd, dt_masks.height[idx_d] * (1 << 31) + dt_masks.width[idx_d], -1)
-        hg = np.where(pg, gt_masks.height[idx_g] * (1 << 31) + gt_masks.width[idx_g], -1)
-        walk = np.arange(T)[None, None, :] < n[:, :, None]  # (D, G, T)
-        diff = pd[:, None, :] & pg[None, :, :] & (hd[:, None, :] != hg[None, :, :]) & walk
-        union -= (diff * (ad[:, None, :] + ag[None, :, :])).sum(axis=2)
+    inter = np.zeros((D, G))
+    for t in np.flatnonzero(pd.any(0) & pg.any(0)).tolist():
+        di, gi = np.flatnonzero(pd[:, t]), np.flatnonzero(pg[:, t])
+        o = mask_utils.iou([dt_masks.rles[k] for k in idx_d[di, t].tolist()],
+                           [gt_masks.rles[k] for k in idx_g[gi, t].tolist()], [1] * len(gi))
+        inter[np.ix_(di, gi)] += np.rint(np.maximum(o, 0.0) * ad[di, t][:, None])
+    n = np.minimum(np.array([t.length for t in dts])[:, None], np.array([t.length for t in gts])[None, :])
+    walk = np.arange(T)[None, None, :] < n[:, :, None]  # (D, G, T) frames that zip() walks
+    hd = np.where(pd, dt_masks.height[idx_d] * (1 << 32) + dt_masks.width[idx_d], -1)
+    hg = np.where(pg, gt_masks.height[idx_g] * (1 << 32) + gt_masks.width[idx_g], -1)
+    differ = pd[:, None, :] & pg[None, :, :] & (hd[:, None, :] != hg[None, :, :])
+    counted = walk & ~differ
+    union = (np.where(counted, ad[:, None, :] + ag[None, :, :], 0.0)).sum(axis=2) - inter
     return inter, union
-
-
-def _sizes_vary(dt_masks: MaskStore, gt_masks: MaskStore, md: np.ndarray, mg: np.ndarray) -> bool:
-    """Whether the given result and GT masks do not all share one RLE size."""
-    h = np.concatenate([dt_masks.height[md], gt_masks.height[mg]])
-    w = np.concatenate([dt_masks.width[md], gt_masks.width[mg]])
-    return bool(len(h)) and bool((h != h[0]).any() or (w != w[0]).any())
 
 
 def _bbox_inter_union(dts: list[Track], gts: list[Track]) -> tuple[np.ndarray, np.ndarray]:
