@@ -218,6 +218,36 @@ def test_vectorised_iou_matches_per_frame_pairs(seed: int) -> None:
     assert checked > 0
 
 
+def test_vectorised_iou_exact_when_layouts_run_out() -> None:
+    """A prime frame area (1x7) has only two RLE layouts, so many (frame, category) keys share one
+    pycocotools call with the same layout: values must still be exact."""
+    rng = np.random.default_rng(11)
+    n = 40
+    gt = {"videos": [{"id": 1, "height": 1, "width": 7, "length": n}],
+          "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)], "annotations": []}
+    results = []
+
+    def seg():
+        if rng.random() < 0.2:
+            return None
+        rle = mask_utils.encode(np.asfortranarray((rng.random((1, 7)) < 0.5).astype(np.uint8)))
+        return {"size": [1, 7], "counts": rle["counts"].decode()}
+
+    for j in range(9):
+        segs = [seg() for _ in range(n)]
+        gt["annotations"].append({"id": j + 1, "video_id": 1, "category_id": j % 3 + 1, "iscrowd": 0,
+                                  "segmentations": segs, "areas": [float(mask_utils.area(s)) if s else None for s in segs]})
+    for j in range(15):
+        results.append({"video_id": 1, "category_id": j % 3 + 1, "score": float(rng.random()),
+                        "segmentations": [seg() for _ in range(n)]})
+    r = evaluate(gt, results)
+    for cat in (1, 2, 3):
+        gts = [a for a in gt["annotations"] if a["category_id"] == cat]
+        dts = sorted((x for x in results if x["category_id"] == cat), key=lambda x: -x["score"])
+        ref = np.array([[_naive_track_iou(d["segmentations"], g["segmentations"]) for g in gts] for d in dts])
+        assert np.array_equal(r.ious[1, cat], ref)
+
+
 def test_bbox_iou_matches_per_frame_pairs_and_perfect_is_one() -> None:
     gt, results = _random_case(7)
     for a in gt["annotations"]:
