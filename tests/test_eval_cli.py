@@ -229,3 +229,19 @@ def test_gt_as_results_is_perfect_and_perturbed_is_not(tmp_path: Path, name: str
     assert r.exit_code == 0, r.output
     ap = json.loads((tmp_path / "n_m.json").read_text())["AP"]
     assert 0.0 < ap < 1.0
+
+
+def test_bbox_iou_type(tmp_path: Path) -> None:
+    """GT masks given back as results: their boxes match the GT `bboxes`, so box AP is 1; noisy is lower."""
+    case = _case("many_videos")
+    gt = json.loads((case / "gt.json").read_text())
+    perfect = [r for r, a in zip(_gt_as_results(gt), gt["annotations"]) if not a["iscrowd"]]
+    r = run("--gt", str(case / "gt.json"), "--results", str(_write(tmp_path / "p.json", perfect)),
+            "--iou-type", "bbox", "--json", str(tmp_path / "m.json"))
+    assert r.exit_code == 0, r.output
+    assert "YouTube-VIS bbox evaluation" in r.stdout
+    assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(1.0, abs=1e-12)
+    r = run("--gt", str(case / "gt.json"), "--results", str(case / "pred.json"), "--iou-type", "bbox",
+            "--json", str(tmp_path / "n.json"), "--quiet")
+    assert r.exit_code == 0
+    assert 0.0 < json.loads((tmp_path / "n.json").read_text())["AP"] < 1.0
