@@ -51,7 +51,8 @@ _MAX_WARNINGS_PER_KIND = 3
               help="Instead of scoring: split --gt into OUT/train.json and OUT/holdout.json by video.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Output folder for --make-split.")
-@click.option("--ratio", type=float, default=0.1, show_default=True, help="Holdout fraction of the videos (--make-split).")
+@click.option("--ratio", type=float, default=0.1, show_default=True,
+              help="Holdout fraction of the videos (--make-split).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (--make-split).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no tables (warnings still go to stderr).")
 def command(

@@ -549,7 +549,8 @@ def parse_results(
                                 "accepted here, but the official evaluator / CodaLab reject it "
                                 "(encode with pycocotools.mask.encode)", i))
                         h, w = seg["size"]
-                        if video.height is not None and video.width is not None and (h, w) != (video.height, video.width):
+                        known = video.height is not None and video.width is not None
+                        if known and (h, w) != (video.height, video.width):
                             issues.append(Issue(
                                 "warning", "size_mismatch",
                                 f"{where}.segmentations[{t}] has RLE size [{h}, {w}] but video {vid} is "
