@@ -19,6 +19,10 @@ def tiny_checkpoint(folder: Path, seed: int = 0, score_thr: float = 0.0) -> Path
                         score_thr=score_thr)
     model = SipMaskVIS(cfg)
     model.init_weights()
-    # a positive class bias makes random weights produce detections everywhere
+    # a neutral class bias makes random weights produce detections everywhere, a box bias gives them a
+    # size, and positive basis and coefficient biases make each mask fill its box (else masks are empty)
     torch.nn.init.constant_(model.head.cls_logits.bias, 0.0)
+    torch.nn.init.constant_(model.head.basis_out.bias, 1.0)
+    torch.nn.init.constant_(model.head.mask_coeffs.bias, 0.1)
+    torch.nn.init.constant_(model.head.bbox_pred.bias, 2.0)
     return save_checkpoint(folder / "tiny", cfg, model.state_dict())

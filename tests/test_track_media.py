@@ -54,13 +54,13 @@ def check_results_json(entries: list, frames: int, size: tuple[int, int]) -> Non
 
 
 def test_video_and_json_round_trip_full_clip(tiny, tmp_path):
-    src = require(MEDIA / "bikes.mp4")
+    src = require(MEDIA / "bigbuckbunny.mp4")
     result = run(str(src), "--weights", str(tiny), "-o", str(tmp_path / "out.mp4"), "-o", str(tmp_path / "out.json"))
     assert result.returncode == 0, result.stderr
     a, b = probe(src), probe(tmp_path / "out.mp4")
     assert (b["frames"], b["width"], b["height"]) == (a["frames"], a["width"], a["height"])
     assert b["fps"] == a["fps"] and abs(b["duration"] - a["duration"]) < 1e-3
-    assert b["codec"] == "h264" and b["pix_fmt"] == "yuv420p"
+    assert b["codec"] == "h264" and b["pix_fmt"] == "yuv420p" and b["audio"]
     check_results_json(json.loads((tmp_path / "out.json").read_text()), a["frames"], (a["height"], a["width"]))
 
 
@@ -93,6 +93,7 @@ def test_png_and_mots_match_json(tiny, tmp_path):
     assert [p.stem for p in pngs] == ["00000", "00002", "00004", "00006", "00008"]
     for pos, png in enumerate(pngs):
         ids = np.asarray(Image.open(png))
+        assert ids.max() >= 1, "expected objects in every frame"
         for track_id, entry in enumerate(entries, start=1):
             rle = entry["segmentations"][pos]
             mask = np.zeros(ids.shape, bool) if rle is None else mask_utils.decode(
