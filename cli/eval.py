@@ -4,17 +4,20 @@ Modes (one per function below, dispatched by `command`):
 
 * ``--gt ann.json --results res.json``: official YouTube-VIS AP/AR (`score_results_file`).
 * ``--make-split --gt train.json --out DIR``: seeded train/holdout annotation files (`run_make_split`).
-* (planned) ``--dataset youtube-vis SPLIT --data-root DIR --weights ...``: run the model on a split;
-  it is meant to become a third branch of `command` with its own function.
+* ``--dataset youtube-vis SPLIT --data-root DIR [--weights ...]``: run the model over a split, write
+  results.json + a CodaLab results.zip, and score it when the split has annotations (`run_dataset`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import click
 
+from sipvis.cli._model_options import build_segmenter, model_options
 from sipvis.errors import SipvisError
 
 _STAT_LABELS = (
@@ -50,10 +53,20 @@ _MAX_WARNINGS_PER_KIND = 3
 @click.option("--make-split", is_flag=True,
               help="Instead of scoring: split --gt into OUT/train.json and OUT/holdout.json by video.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Output folder for --make-split.")
+              help="Output folder: --make-split writes train.json/holdout.json there; --dataset writes "
+                   "results.json, results.zip and per-video files there (default runs/eval/SPLIT).")
 @click.option("--ratio", type=float, default=0.1, show_default=True,
               help="Holdout fraction of the videos (--make-split).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (--make-split).")
+@click.option("--dataset", type=click.Choice(["youtube-vis"]), default=None,
+              help="Run the model over SPLIT of a dataset in the YouTube-VIS layout, then score it.")
+@click.argument("split", required=False)
+@click.option("--year", type=click.Choice(["2019", "2021"]), default="2019", show_default=True,
+              help="YouTube-VIS edition (default data root data/youtube-vis-YEAR).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder holding <split>/JPEGImages and annotations/ (--dataset).")
+@click.option("--subset", type=int, default=None, help="Only the first N videos of the split (--dataset).")
+@model_options(max_dets=False)
 @click.option("--quiet", is_flag=True, help="No progress bar and no tables (warnings still go to stderr).")
 def command(
     gt_path: Path | None,
@@ -66,6 +79,17 @@ def command(
     out_dir: Path | None,
     ratio: float,
     seed: int,
+    dataset: str | None,
+    split: str | None,
+    year: str,
+    data_root: Path | None,
+    subset: int | None,
+    weights: str | None,
+    device: str,
+    precision: str,
+    batch: int,
+    class_filter: tuple[str, ...],
+    score_thr: float | None,
     quiet: bool,
 ) -> None:
     """Score YouTube-VIS results with the official AP/AR, or make a local train/holdout split.
@@ -78,7 +102,18 @@ def command(
       sipvis eval --gt holdout.json --results results.json
       sipvis eval --gt holdout.json --results results.json --json metrics.json --quiet
       sipvis eval --make-split --gt train.json --out splits/ --ratio 0.1 --seed 0
+      sipvis eval --dataset youtube-vis valid --data-root data/youtube-vis-2019 --out runs/valid
     """
+    if dataset is not None:
+        if split is None:
+            raise click.UsageError("--dataset youtube-vis needs a SPLIT, e.g. `sipvis eval --dataset youtube-vis valid`")
+        run_dataset(split, data_root or Path(f"data/youtube-vis-{year}"), out_dir or Path("runs") / "eval" / split,
+                    subset=subset, json_path=json_path, quiet=quiet,
+                    model=dict(weights=weights, device=device, precision=precision, batch=batch,
+                               score_thr=score_thr, class_filter=class_filter))
+        return
+    if split is not None:
+        raise click.UsageError(f"unexpected argument {split!r}: a SPLIT goes with --dataset youtube-vis")
     if make_split:
         if results_path is not None or json_path is not None:
             raise click.UsageError("--make-split takes --gt, --out, --ratio and --seed only")
@@ -93,6 +128,52 @@ def command(
         gt_path, results_path, json_path=json_path, iou_type=iou_type, strict=strict,
         unknown_videos="drop" if drop_unknown_videos else "error", quiet=quiet,
     )
+
+
+def run_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | None, json_path: Path | None,
+                quiet: bool, model: dict) -> None:
+    """Run the model over a split (this rank's share under torchrun), gather, zip, and score if possible."""
+    from sipvis.engine import dataset_run as dr
+
+    layout = dr.find_layout(data_root, split)
+    data, videos = dr.load_videos(layout.annotations)
+    if subset is not None:
+        videos = videos[:subset]
+    rank, world = dr.distributed_rank()
+    device = model["device"]
+    if world > 1 and device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    segmenter, _ = build_segmenter(model["weights"], device, model["precision"], model["batch"],
+                                   model["score_thr"], None, model["class_filter"], progress=not quiet and rank == 0)
+    dr.run_split(layout, videos, segmenter, out_dir, rank=rank, world=world, quiet=quiet)
+    if world > 1:
+        _barrier()
+        if rank != 0:
+            return
+    results = dr.gather_results(out_dir, videos)
+    click.echo(f"results: {results}\nCodaLab upload: {out_dir / 'results.zip'}", err=True)
+    if not dr.has_ground_truth(data):
+        click.echo(f"{layout.annotations} has no annotations: upload the zip to score it", err=True)
+        return
+    gt_path = layout.annotations
+    if subset is not None:  # score the subset against its own videos only
+        gt_path = out_dir / "gt_subset.json"
+        ids = {v["id"] for v in videos}
+        gt_path.write_text(json.dumps({**data, "videos": videos,
+                                       "annotations": [a for a in data["annotations"] if a["video_id"] in ids]}))
+    score_results_file(gt_path, results, json_path=json_path, quiet=quiet)
+
+
+def _barrier() -> None:
+    """Wait for every rank (gloo is enough: only a rendezvous, no tensors of size)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
 
 
 def score_results_file(
