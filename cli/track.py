@@ -52,8 +52,6 @@ def plan_outputs(names: list[str], outputs: tuple[str, ...], formats: tuple[str,
                 for kind in formats or ("video", "json"):
                     slot[kind] = path / {"video": f"{name}.mp4", "json": f"{name}.json", "png": f"{name}_png",
                                          "mots": f"{name}.txt"}[kind]
-    if not any(plan.per_input) and plan.json_all is None:
-        raise SipvisError("no output: give -o out.mp4, -o out.json, -o out.txt or -o a_folder/")
     return plan
 
 
@@ -72,7 +70,7 @@ _split = split_commas
 
 @click.command("track")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", "outputs", multiple=True, required=True,
+@click.option("-o", "--output", "outputs", multiple=True,
               help="Output file (.mp4/.mkv/.mov/.avi annotated video, .json YouTube-VIS results, .txt MOTS) "
                    "or folder. Repeat for several outputs.")
 @click.option("--format", "formats", multiple=True,
@@ -87,9 +85,10 @@ _split = split_commas
               help="Tracking preset; 'original' matches the authors' code exactly.")
 @click.option("--trails", is_flag=True, help="Draw each track's recent path in the annotated video.")
 @click.option("--fps", type=float, default=None, help="Frame rate of image-sequence inputs (default 30).")
+@click.option("--show", is_flag=True, help="Also show the annotated frames in a window (q or Esc stops).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def command(inputs, outputs, formats, weights, device, precision, batch, vid_stride, start, end, max_frames,
-            class_filter, score_thr, max_dets, tracker, trails, fps, quiet) -> None:
+            class_filter, score_thr, max_dets, tracker, trails, fps, show, quiet) -> None:
     """Segment and track every object in INPUTS (video files, image folders, globs, URLs, folders of videos).
 
     \b
@@ -107,20 +106,27 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise SipvisError(f"unknown --format {', '.join(unknown)}: choose from {', '.join(FORMATS)}")
+    if show:
+        from sipvis.cli._window import check_display
+
+        check_display(hint="drop --show to run without a window")
+    if not outputs and not show:
+        raise SipvisError("no output: give -o out.mp4, -o out.json, -o out.txt or -o a_folder/ (or --show)")
     specs = expand_inputs(list(inputs))
     segmenter, keep_classes = build_segmenter(weights, device, precision, batch, score_thr, max_dets, class_filter,
                                               progress=not quiet)
     run_all(specs, outputs, formats, segmenter, OutputFilter(keep_classes),
-            dict(vid_stride=vid_stride, start=start, end=end, max_frames=max_frames, fps=fps), trails, quiet)
+            dict(vid_stride=vid_stride, start=start, end=end, max_frames=max_frames, fps=fps), trails, quiet, show)
 
 
-def run_all(specs, outputs, formats, segmenter, output_filter, window: dict, trails: bool, quiet: bool) -> None:
+def run_all(specs, outputs, formats, segmenter, output_filter, window: dict, trails: bool, quiet: bool,
+            show: bool = False) -> None:
     """Open each input, plan its outputs, run the pipeline with a progress bar, print where results are."""
     from rich.console import Console
 
     from sipvis.engine.pipeline import track_source
     from sipvis.io.inputs import open_source
-    from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson
+    from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, WindowSink
     from sipvis.track.tracker import OriginalTracker
 
     console = Console(stderr=True, quiet=quiet)
@@ -141,6 +147,11 @@ def run_all(specs, outputs, formats, segmenter, output_filter, window: dict, tra
                 if "video" in paths:
                     sinks.append(AnnotatedVideoSink(paths["video"], source, segmenter.class_names, trails))
                 sinks.extend(_format_sinks(paths, source, segmenter.class_names))
+                if show:
+                    from sipvis.cli._window import Window
+
+                    sinks.append(WindowSink(lambda: Window(f"sipvis track: {source.name}"), segmenter.class_names,
+                                            trails))
             except BaseException:
                 for sink in sinks:
                     sink.close()

@@ -212,7 +212,7 @@ class FakeWindow:
     last: "FakeWindow | None" = None
     script: list[tuple[int, str]] = []
 
-    def __init__(self) -> None:
+    def __init__(self, title: str = "") -> None:
         self.frames: list[np.ndarray] = []
         self.pending = deque(self.script)
         FakeWindow.last = self

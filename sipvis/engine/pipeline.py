@@ -21,6 +21,10 @@ from sipvis.results import FrameInstances
 from sipvis.track.tracker import OriginalTracker
 
 
+class StopRequested(Exception):
+    """Raised by a sink to end the run early and cleanly (e.g. the user pressed q in the window)."""
+
+
 class Sink(Protocol):
     """Receives every processed frame in order (in the writer thread) and is closed once at the end."""
 
@@ -91,9 +95,13 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
             stats.frames += 1
             if progress is not None:
                 progress(1)
+    except StopRequested:
+        pass
     finally:
         try:
             writer.finish()  # everything processed so far reaches the outputs, even on Ctrl-C
+        except StopRequested:
+            pass
         finally:
             for sink in sinks:
                 sink.close()

@@ -38,6 +38,34 @@ class AnnotatedVideoSink:
         self.writer.close()
 
 
+class WindowSink:
+    """Shows each annotated frame in a window (created in the writer thread, which then owns it).
+
+    Args:
+        open_window: builds the window object (`show(image)`, `poll() -> key`, `closed()`, `close()`).
+        class_names: label index -> name for the captions.
+    q, Esc or closing the window ends the run cleanly (outputs are finished, exit status 0).
+    """
+
+    def __init__(self, open_window, class_names, trails: bool = False) -> None:
+        self.open_window = open_window
+        self.window = None
+        self.renderer = Renderer(class_names, alpha=0.5, trails=trails)
+
+    def write(self, frame: Frame, instances: FrameInstances) -> None:
+        from sipvis.engine.pipeline import StopRequested
+
+        if self.window is None:
+            self.window = self.open_window()
+        self.window.show(self.renderer.draw(frame.image, instances))
+        if self.window.poll() in (ord("q"), 27) or self.window.closed():
+            raise StopRequested()
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.window.close()
+
+
 class ResultsJson:
     """One YouTube-VIS results file for one or more videos (video ids 1, 2, ... in input order).
 
