@@ -41,8 +41,21 @@ from typing import Any
 from sipvis import __version__
 from sipvis.errors import SipvisError
 
+
+
+def _bundled_folder() -> Path:
+    """The repository's `weights/` folder: beside the package in a checkout or editable install, or
+    installed as the `sipvis._bundled` package data by a regular (wheel) install."""
+    checkout = Path(__file__).resolve().parent.parent / "weights"
+    if (checkout / "registry.toml").is_file():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("sipvis._bundled")))
+
+
 # The registry shipped with the repository; tests point this at their own file.
-REGISTRY_FILE = Path(__file__).resolve().parent.parent / "weights" / "registry.toml"
+REGISTRY_FILE = _bundled_folder() / "registry.toml"
 
 # Google Drive endpoints. `SIPVIS_GDRIVE_URL` / `SIPVIS_GDRIVE_USERCONTENT_URL` override them (tests
 # point them at a local server so they never touch the internet).
