@@ -51,7 +51,8 @@ def _bundled_folder() -> Path:
         return checkout
     from importlib.resources import files
 
-    return Path(str(files("sipvis._bundled")))
+    # a namespace package (no __init__.py): ask for a file in it to get a real filesystem path
+    return Path(str(files("sipvis._bundled").joinpath("registry.toml"))).parent
 
 
 # The registry shipped with the repository; tests point this at their own file.
