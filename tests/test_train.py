@@ -106,6 +106,19 @@ def test_cli_errors_are_one_line(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_unreadable_frame_in_a_worker_is_a_one_line_error(synth_root, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(synth_root, root)
+    for jpg in (root / "train" / "JPEGImages").rglob("*.jpg"):
+        jpg.write_bytes(b"not a jpeg")
+    result = CliRunner().invoke(cli, ["train", str(DEMO), f'data.root="{root}"', *TINY, "data.workers=1",
+                                      "train.iters=2", "train.batch_size=2", f'train.output="{tmp_path / "out"}"',
+                                      "--quiet"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot read frame ") and lines[0].endswith(".jpg")
+
+
 # ---------------------------------------------------------------------------------------- schedule
 
 

@@ -441,7 +441,7 @@ def build_datasets(run: RunConfig, cfg_model: dict):
     """(training dataset, validation (ann_file, image_dir) or None)."""
     from sipvis.data.coco import COCODataset
     from sipvis.data.transforms import TrainTransform
-    from sipvis.data.ytvis import YTVISDataset, find_split
+    from sipvis.data.ytvis import YTVISDataset, category_table, find_split, load_json_file
 
     dc = run.data
     mean = cfg_model.get("pixel_mean", SipMaskConfig.pixel_mean)
@@ -471,6 +471,12 @@ def build_datasets(run: RunConfig, cfg_model: dict):
     elif dc.val_split:
         s = find_split(dc.root, dc.val_split)
         val = (s.ann_file, s.image_dir)
+    if val is not None:
+        gt = load_json_file(val[0], "validation annotation file")
+        if not gt.get("annotations"):
+            val = None  # a split without ground truth (e.g. YouTube-VIS valid): nothing to score
+        elif category_table(gt.get("categories") or [])[1] != dataset.class_names:
+            raise SipvisError(f"the validation split {val[0]} has other categories than the training data")
     return dataset, val
 
 
@@ -720,7 +726,7 @@ def train(run: RunConfig, resume: str | Path | None = None, quiet: bool = False)
             epoch, in_epoch = divmod(iteration, iters_per_epoch)
             sampler.set_epoch(epoch)
             sampler.set_start(in_epoch * tc.batch_size)
-            for batch in loader:
+            for batch in _batches(loader):
                 batch = batch.to(device)
                 gen = jitter_generator(tc.seed, iteration, info.rank, device)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -787,11 +793,34 @@ def train(run: RunConfig, resume: str | Path | None = None, quiet: bool = False)
         last_val = run_validation() if val is not None else last_val
         if info.enabled:
             dist.barrier()
+    except KeyboardInterrupt:
+        if info.main:  # the state after the last completed step: --resume continues from here
+            save_training(ckpt_dir / "last.pt", iteration // iters_per_epoch)
+            _log(log_file, {"type": "interrupted", "iteration": iteration})
+            live.print(f"Interrupted at iteration {iteration}; saved {ckpt_dir / 'last.pt'} (continue with --resume)")
+        raise
     finally:
         live.close()
         if log_file is not None:
             log_file.close()
     return TrainResult(weights, iteration, output, last_losses, last_val)
+
+
+def _batches(loader):
+    """Iterate a DataLoader, turning a worker's multi-line re-raised SipvisError into its one line."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except SipvisError as exc:
+            text = str(exc)
+            if "Original Traceback" in text:
+                text = text.strip().splitlines()[-1].split("SipvisError: ", 1)[-1]
+                raise SipvisError(text) from None
+            raise
+        yield batch
 
 
 def _log(f, record: dict) -> None:
