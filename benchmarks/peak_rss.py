@@ -10,8 +10,10 @@ do not depend on the weight values; random logits give a full 10 detections per 
 through every sink).
 
 What the ratio can catch: anything kept per frame. A leak of L bytes per frame raises the long run's
-peak by about 3 * frames * L; the script prints the smallest per-frame leak the 10% limit detects
-(about 0.45 MB per frame with the defaults: a 640x360 frame is 0.69 MB, its 10 masks 2.3 MB).
+peak by about 3 * frames * L; the script prints the smallest per-frame leak the 10% limit detects.
+The process's baseline is large (importing torch, PyAV and OpenCV alone is ~720 MB), so with the
+defaults that is about 1 MB per frame: keeping each decoded 640x360 frame (0.69 MB) plus its masks
+(0.23 MB each) would be caught, keeping only the frame would not.
 
     .venv/bin/python benchmarks/peak_rss.py                       # 32 vs 128 frames at 640x360
     .venv/bin/python benchmarks/peak_rss.py --frames 64 --json rss.json

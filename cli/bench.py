@@ -24,25 +24,27 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def build_model(weights: str | None, quiet: bool):
-    """(model, weights label, random?) for `--weights`; without it the registry's default when it is
-    cached, else a randomly initialised model of the default architecture (speed does not depend on
-    the weight values, and a benchmark should not start a 150 MB download)."""
-    from sipvis.checkpoint import load_state_into, load_weights
+def build_bench_segmenter(weights: str | None, device: str, precision: str, batch: int, quiet: bool):
+    """(segmenter, weights label, random?) for the options. `--weights` (or the registry's default when it
+    is cached) goes through the same builder as `track`; without either, a randomly initialised model of
+    the default architecture is measured: speed does not depend on the weight values, and a benchmark
+    should not start a large download."""
+    from sipvis.cli._model_options import build_segmenter
     from sipvis.engine.bench import random_model
-    from sipvis.model.sipmask import SipMaskVIS
+    from sipvis.engine.inference import Segmenter, resolve_device, resolve_precision
     from sipvis.weights import default_weights_name, find_entry
 
     if weights is None:
         name = default_weights_name()
         entry = find_entry(name)
         if entry is not None and not entry.is_local and not entry.local_path().exists():
-            return random_model(), f"{name} (not cached; {RANDOM_NOTE})", True
+            dev = resolve_device(device)
+            segmenter = Segmenter(random_model(), dev, resolve_precision(precision, dev),
+                                  batch or (8 if dev.type == "cuda" else 1))
+            return segmenter, f"{name} (not cached; {RANDOM_NOTE})", True
         weights = name
-    cfg, state = load_weights(weights, progress=not quiet)
-    model = SipMaskVIS(cfg)
-    load_state_into(model, state, str(weights))
-    return model, str(weights), False
+    segmenter, _ = build_segmenter(weights, device, precision, batch, progress=not quiet)
+    return segmenter, str(weights), False
 
 
 @click.command("bench")
@@ -53,7 +55,7 @@ def build_model(weights: str | None, quiet: bool):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", default="auto", show_default=True, help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
 @click.option("--batch", default=0, type=int, help="Frames per forward pass (default: 8 on CUDA, 1 on CPU).")
-@click.option("--frames", default=0, type=int, help="Frames to measure (default: 256 on CUDA, 8 on CPU).")
+@click.option("--frames", default=0, type=int, help="Frames to measure (default: 256 on CUDA, 4 on CPU).")
 @click.option("--size", default=None, help="Size of the generated clip when no INPUT is given (default 640x360).")
 @click.option("--warmup", default=None, type=int, help="Untimed passes over the first batch (default: 3 on CUDA, 1 on CPU).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Also write the figures to this JSON file.")
@@ -87,14 +89,10 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
     from rich.console import Console
 
     from sipvis.engine.bench import END_TO_END, STAGES, environment
-    from sipvis.engine.inference import Segmenter, resolve_device, resolve_precision
 
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
-    frames = frames or (256 if dev.type == "cuda" else 8)
-    batch = batch or (8 if dev.type == "cuda" else 1)
-    model, weights_label, random_weights = build_model(weights, quiet)
-    segmenter = Segmenter(model, dev, dtype, batch)
+    segmenter, weights_label, random_weights = build_bench_segmenter(weights, device, precision, batch, quiet)
+    dev, dtype, model = segmenter.device, segmenter.dtype, segmenter.model
+    frames = frames or (256 if dev.type == "cuda" else 4)  # R50 on 2 CPU cores: ~4 s a frame
     err = Console(stderr=True, quiet=quiet)
     if random_weights:
         err.print(f"[yellow]{RANDOM_NOTE}[/]: the default weights are not cached "
@@ -104,7 +102,8 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
     precision_name = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}[str(dtype)]
     result.info = {
         "input": input_spec or f"generated {dims[0]}x{dims[1]} synthetic clip",
-        "device": str(dev), **environment(dev), "precision": precision_name, "batch": batch,
+        "device": str(dev), **environment(dev), "precision": precision_name,
+        "batch": segmenter.batch_size,
         "weights": weights_label, "random_weights": random_weights,
         "model": f"R{model.cfg.depth} {model.cfg.style}, input up to {model.cfg.max_size[0]}x{model.cfg.max_size[1]}",
     }

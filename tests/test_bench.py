@@ -74,12 +74,14 @@ def test_bench_on_a_real_clip_uses_its_size():
 
 
 def test_default_weights_fall_back_to_random_r50(tmp_path, monkeypatch):
-    from sipvis.cli.bench import RANDOM_NOTE, build_model
+    from sipvis.cli.bench import RANDOM_NOTE, build_bench_segmenter
 
     monkeypatch.setenv("SIPVIS_HOME", str(tmp_path))  # an empty cache: the official weights are not there
-    model, label, random_weights = build_model(None, quiet=True)
+    segmenter, label, random_weights = build_bench_segmenter(None, "cpu", "auto", 0, quiet=True)
     assert random_weights and RANDOM_NOTE in label
-    assert (model.cfg.depth, model.cfg.style, model.cfg.num_classes) == (50, "caffe", 40)
+    cfg = segmenter.cfg
+    assert (cfg.depth, cfg.style, cfg.num_classes, cfg.max_size) == (50, "caffe", 40, (640, 360))
+    assert segmenter.batch_size == 1 and segmenter.dtype == torch.float32
 
 
 def one_line_error(exit_code: int, stderr: str, *fragments: str) -> None:

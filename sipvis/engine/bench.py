@@ -41,6 +41,8 @@ from sipvis.model.preprocess import normalize_and_pad
 STAGES = ("decode", "preprocess", "network", "postprocess", "tracking", "render", "encode")
 END_TO_END = ("end-to-end json", "end-to-end json+mp4")
 
+MAX_RENDERED = 128  # distinct frames of a generated clip
+
 # Called as progress(phase, frames_done_since_last_call); phase is "stages" or one of END_TO_END.
 Progress = Callable[[str, int], None]
 
@@ -112,13 +114,18 @@ def random_model(cfg=None):
 def generate_clip(path: str | Path, width: int = 640, height: int = 360, frames: int = 16, fps: int = 30,
                   seed: int = 0) -> Path:
     """Write a synthetic clip (moving textured shapes, `sipvis.data.synth`) as an H.264 mp4 (or MPEG-4
-    where libx264 is missing). Width and height must be even (yuv420p)."""
+    where libx264 is missing). Width and height must be even (yuv420p).
+
+    At most `MAX_RENDERED` distinct frames are rendered (the renderer keeps every frame and mask in
+    memory); longer clips loop them, which changes nothing for throughput.
+    """
     from sipvis.data.synth import SynthConfig, render_video, write_mp4
 
-    cfg = SynthConfig(videos=1, frames=frames, seed=seed, width=width, height=height, fps=fps, clips=True)
+    cfg = SynthConfig(videos=1, frames=min(frames, MAX_RENDERED), seed=seed, width=width, height=height, fps=fps,
+                      clips=True)
     images, _ = render_video(cfg, 0)
     path = Path(path)
-    write_mp4(path, images, fps)
+    write_mp4(path, (images * -(-frames // len(images)))[:frames], fps)
     return path
 
 
