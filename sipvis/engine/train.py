@@ -744,6 +744,7 @@ def train(run: RunConfig, resume: str | Path | None = None, quiet: bool = False)
                     if not use_amp and not torch.isfinite(norm):
                         raise SipvisError(f"the gradients became non-finite at iteration {iteration}; "
                                           "lower train.lr or set train.grad_clip")
+                lr_used = optimizer.param_groups[0]["lr"]
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -760,7 +761,7 @@ def train(run: RunConfig, resume: str | Path | None = None, quiet: bool = False)
                     last_losses = avg
                     if info.main:
                         record = {"type": "train", "iteration": iteration, "epoch": iteration / iters_per_epoch,
-                                  "lr": optimizer.param_groups[0]["lr"], **{k: round(v, 6) for k, v in avg.items()},
+                                  "lr": lr_used, **{k: round(v, 6) for k, v in avg.items()},
                                   "it_s": round(speed, 4), "img_s": round(speed * tc.batch_size * info.world_size, 3),
                                   "eta_s": round(eta, 1)}
                         if device.type == "cuda":
