@@ -149,19 +149,23 @@ class Segmenter:
                      ) -> Iterator[tuple[PreparedFrame, FrameInstances]]:
         dets = self.detect(batch)
         counts = dets.valid.sum(1).tolist()  # valid slots come first: one sync per batch
+        k = max(counts)
+        # results cross to the host once per batch; the tracker works on the device copies
+        boxes, scores, labels, masks = (t[:, :k].cpu().numpy() for t in (dets.boxes, dets.scores, dets.labels,
+                                                                          dets.masks))
         for b, frame in enumerate(batch):
             n = counts[b]
             ids = tracker.update(dets.boxes[b, :n], dets.scores[b, :n], dets.labels[b, :n],
                                  dets.embeddings[b, :n], frame.index)
-            keep = torch.tensor(visible_detections(ids), dtype=torch.long, device=self.device)
+            keep = visible_detections(ids)
             yield frame, FrameInstances(
                 index=frame.index,
                 height=frame.original[0],
                 width=frame.original[1],
-                boxes=dets.boxes[b, keep].cpu().numpy(),
-                scores=dets.scores[b, keep].cpu().numpy(),
-                labels=dets.labels[b, keep].cpu().numpy(),
-                track_ids=np.asarray([ids[i] + 1 for i in keep.tolist()], dtype=np.int64),
-                masks=dets.masks[b, keep].cpu().numpy(),
+                boxes=boxes[b, keep],
+                scores=scores[b, keep],
+                labels=labels[b, keep],
+                track_ids=np.asarray([ids[i] + 1 for i in keep], dtype=np.int64),
+                masks=masks[b, keep],
                 timestamp=frame.timestamp,
             )
