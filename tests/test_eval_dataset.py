@@ -57,3 +57,18 @@ def test_missing_layout_is_explained(tmp_path):
                     "--weights", "x")
     assert result.returncode == 1
     assert "expected <root>/<split>/JPEGImages" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_torchrun_shards_give_the_same_numbers(dataset, tmp_path):
+    weights = tiny_checkpoint(tmp_path)
+    common = ["eval", "--dataset", "youtube-vis", "holdout", "--data-root", str(dataset), "--weights", str(weights),
+              "--device", "cpu", "--quiet"]
+    single = sipvis(*common, "--out", str(tmp_path / "one"), "--json", str(tmp_path / "one.json"))
+    assert single.returncode == 0, single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                "-m", "sipvis.cli", *common, "--out", str(tmp_path / "two"), "--json", str(tmp_path / "two.json")]
+    sharded = subprocess.run(torchrun, capture_output=True, text=True, timeout=600)
+    assert sharded.returncode == 0, sharded.stderr
+    per_video = sorted(p.name for p in (tmp_path / "two" / "videos").glob("*.json"))
+    assert per_video == ["1.json", "2.json", "3.json"]
+    assert json.loads((tmp_path / "two.json").read_text()) == json.loads((tmp_path / "one.json").read_text())
