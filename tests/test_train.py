@@ -181,6 +181,36 @@ def test_trainable_bn_folds_into_the_inference_model():
     assert use_trainable_bn(frozen) == 20 - 1 - 4
 
 
+def test_init_from_an_original_coco_checkpoint(tmp_path):
+    """The paper's fine-tuning start: an mmdet-v1 COCO SipMask (80 classes, no tracking branch) loads
+    into a model with other classes; only the classifier and the tracking branch start fresh."""
+    import importlib.util
+
+    from conftest import REFERENCE, require
+    from sipvis.checkpoint import convert_mmdet
+    from sipvis.engine.train import load_init_weights
+
+    spec = importlib.util.spec_from_file_location("make_weights", require(REFERENCE / "make_weights.py"))
+    make_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_weights)
+    manifest = json.loads((REFERENCE / "manifest.json").read_text())["state_dict"]
+    state = make_weights.make_state_dict(manifest)
+    coco = {k: v for k, v in state.items() if "track" not in k}  # track_convs, sipmask_track
+    coco["bbox_head.fcos_cls.weight"] = torch.randn(80, 256, 3, 3) * 0.01
+    coco["bbox_head.fcos_cls.bias"] = torch.full((80,), -4.6)
+    torch.save({"state_dict": coco, "meta": {}}, tmp_path / "sipmask_r50_caffe_1x.pth")
+    model = SipMaskVIS(SipMaskConfig(class_names=("a", "b", "c")))
+    model.init_weights()
+    fresh = load_init_weights(model, str(tmp_path / "sipmask_r50_caffe_1x.pth"))
+    assert {k.split(".")[1] for k in fresh} == {"cls_logits", "track_tower", "track_fuse"}
+    _, full, _ = convert_mmdet(state)
+    loaded = model.state_dict()
+    for key in ("backbone.layer3.5.conv2.weight", "neck.fpn_convs.4.weight", "head.mask_coeffs.weight",
+                "head.feature_align.deform_conv.weight", "head.scales.2.scale"):
+        assert torch.equal(loaded[key], full[key]), key
+    assert loaded["head.cls_logits.weight"].shape == (3, 256, 3, 3)
+
+
 # -------------------------------------------------------------------------------------------- data
 
 
@@ -215,7 +245,8 @@ def test_ytvis_pairs_ids_and_flip(synth_root):
 
 def test_collate_pads_both_frames_to_one_size(synth_root):
     split = find_split(synth_root, "train")
-    ds = YTVISDataset(split.ann_file, split.image_dir, TrainTransform(scales=((100, 50), (128, 72)), scale_mode="range"))
+    transform = TrainTransform(scales=((100, 50), (128, 72)), scale_mode="range")
+    ds = YTVISDataset(split.ann_file, split.image_dir, transform)
     samples = [ds[(i, (0, 0, i))] for i in range(4)]
     batch = PairCollate(32)(samples)
     assert batch.images.shape == batch.ref_images.shape

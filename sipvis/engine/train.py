@@ -361,7 +361,8 @@ def inference_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_init_weights(model: SipMaskVIS, spec: str) -> list[str]:
     """Initialise `model` from any --weights value; returns the keys left freshly initialised."""
-    from sipvis.checkpoint import CLASS_DEPENDENT, TRACKING_BRANCH, convert_mmdet, load_checkpoint, read_mmdet_checkpoint
+    from sipvis.checkpoint import (CLASS_DEPENDENT, TRACKING_BRANCH, convert_mmdet, load_checkpoint,
+                                   read_mmdet_checkpoint)
     from sipvis.weights import resolve_weights
 
     resolved = resolve_weights(spec)
@@ -375,7 +376,8 @@ def load_init_weights(model: SipMaskVIS, spec: str) -> list[str]:
     fresh = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
     bad = [k for k in fresh if not k.startswith(CLASS_DEPENDENT + TRACKING_BRANCH)]
     if bad:
-        raise SipvisError(f"{spec} does not fit the model: {len(bad)} missing or mis-shaped keys ({', '.join(bad[:3])})")
+        raise SipvisError(f"{spec} does not fit the model: {len(bad)} missing or mis-shaped keys "
+                          f"({', '.join(bad[:3])})")
     model.load_state_dict({k: v for k, v in state.items() if k in expected and k not in fresh}, strict=False)
     return fresh
 
