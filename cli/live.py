@@ -136,8 +136,35 @@ def _device_text(segmenter) -> str:
     return f"{segmenter.device} {names.get(segmenter.dtype, str(segmenter.dtype))}"
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+class _StopSignals:
+    """While the live loop runs, a first Ctrl-C (or `kill`) asks it to stop between two frames, so every
+    frame the model finished reaches the recording and the JSON; a second one interrupts at once.
+
+    (A KeyboardInterrupt raised in the middle of writing a frame's outputs lost that frame: the summary
+    counted it as processed, the JSON and the recording did not have it.)
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_StopSignals":
+        signals = [signal.SIGINT] + ([signal.SIGTERM] if sys.platform != "win32" else [])
+        for sig in signals:
+            try:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not in the main thread (library use): Ctrl-C stays a KeyboardInterrupt
+                break
+        return self
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: str | None, json_path: str | None,
@@ -181,12 +208,7 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
     except BaseException:
         source.close()
         raise
-    previous_sigterm = None
-    if sys.platform != "win32":
-        try:  # `kill` ends the run like Ctrl-C: recordings are finished, not cut
-            previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-        except ValueError:  # not in the main thread (library use)
-            previous_sigterm = None
+    stop_signals = _StopSignals().__enter__()
 
     def handle(result) -> None:
         nonlocal shown_frame
@@ -250,10 +272,13 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
                         next_status += STATUS_EVERY_S * max(1, int((now - next_status) // STATUS_EVERY_S) + 1)
                         console.print(_status_line(stream.metrics, now - start, shown_frame, hud.device_text,
                                                    stream.paused))
+                    if not stopping and stop_signals.requested:
+                        stream.stop(INTERRUPTED)  # as below: what the model holds still comes out
+                        stopping = True
                     if not stopping and (state["quit"] or (duration is not None and now - start >= duration)):
                         stream.stop(STOPPED)  # the frame the model holds still comes out, then the loop ends
                         stopping = True
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # a second Ctrl-C, or library use outside the main thread
                 stream.stop(INTERRUPTED)
                 try:  # what the model already holds still reaches the outputs
                     for result in stream.results(timeout=0.05):
@@ -267,8 +292,7 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
         reason = stream.end_reason
     finally:
         stream.close()  # also when it never started (an unwritable --output)
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        stop_signals.__exit__()
         if gui is not None:
             gui.close()
         errors = []

@@ -195,3 +195,21 @@ def test_losses_without_ground_truth_are_finite_and_connected():
         else:
             assert float(losses["loss_mask"].detach()) == 0 and float(losses["loss_cls"].detach()) > 0
         out = _tiny_outputs(2, 3)
+
+
+def test_half_precision_outputs_whose_sums_overflow_fp16_give_finite_losses():
+    """Under CUDA autocast the head's maps are fp16; the sum over a large basis map exceeds fp16's range
+    (65504). Found on an H100: every AMP run stopped at once with a NaN loss."""
+    cfg = SipMaskConfig(class_names=("a", "b", "c"), num_bases=4)
+    out = _tiny_outputs(2, 3, requires_grad=False)
+    big = torch.full((2, 4, 64, 64), 8.0)  # sum 262144 > 65504
+    out = HeadOutputs([t.half() for t in out.cls_logits], out.bbox_reg, [t.half() for t in out.centerness],
+                      [t.half() for t in out.coeffs], big.half().requires_grad_(),
+                      torch.full((2, 6, 64, 64), 4.0).half())
+    assert torch.isinf(out.basis.sum())  # the premise: an fp16 sum overflows
+    empty = FrameTargets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 64, 64),
+                         torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    losses = compute_losses(out, torch.full((2, 6, 64, 64), 4.0).half(), [empty, empty], cfg)
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    total_loss(losses).backward()
+    assert out.basis.grad is not None and torch.isfinite(out.basis.grad).all()

@@ -14,7 +14,7 @@ import torch
 from reference import (CLIPS, assert_video_results_match, box_iou, decode, expected_frames, expected_video,
                        frames, mask_iou, raw_outputs, reference_state_dict)
 from sipvis.checkpoint import convert_mmdet
-from sipvis.engine.inference import Segmenter
+from sipvis.engine.inference import Segmenter, use_exact_fp32
 from sipvis.io.ytvis_results import VideoResultsBuilder
 from sipvis.model.preprocess import normalize_and_pad, resize_frame
 from sipvis.model.sipmask import SipMaskVIS
@@ -52,6 +52,7 @@ def test_preprocessed_input_is_exact(model, clip):
 @pytest.mark.parametrize("clip", CLIPS)
 def test_raw_head_outputs(model, clip, device):
     raw = raw_outputs(clip)
+    use_exact_fp32(torch.device(device))
     net = model.to(device)
     with torch.inference_mode():
         out = net(torch.from_numpy(raw["input"])[None].to(device))

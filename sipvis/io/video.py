@@ -53,6 +53,14 @@ class _Problems:
             media_warning(f"{self.name}: {self.count} damaged packets skipped in total")
 
 
+def _side_data(frame: av.VideoFrame):
+    """The frame's side-data entries. PyAV 18 and older iterate over the entries themselves, PyAV 19 (a
+    proper Mapping) over their types."""
+    container = frame.side_data
+    for entry in container:
+        yield entry if hasattr(entry, "type") else container[entry]
+
+
 def _orientation(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
     """(transpose, flip_rows, flip_cols) that bring a decoded frame to its display orientation.
 
@@ -62,7 +70,7 @@ def _orientation(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
     d < 0 mirrors rows) or a = d = 0 (transpose first; then b < 0 mirrors rows and
     c < 0 mirrors columns of the transposed image). Other angles are not supported.
     """
-    for side in frame.side_data:
+    for side in _side_data(frame):
         if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
             m = np.frombuffer(bytes(side), dtype=np.int32)
             a, b, c, d = (int(np.sign(v)) for v in (m[0], m[1], m[3], m[4]))
