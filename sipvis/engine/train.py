@@ -28,6 +28,7 @@ import os
 import random
 import time
 import tomllib
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -672,6 +673,8 @@ def train(run: RunConfig, resume: str | Path | None = None, quiet: bool = False)
         optimizer, WarmupStep(tc.warmup_iters, tc.warmup_ratio, step_points, tc.gamma))
     use_amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if use_amp:  # the scaler skips the first steps while it finds its scale; PyTorch warns about that
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before `optimizer.step()`")
 
     iteration = 0
     if resume_state is not None:
@@ -735,7 +738,7 @@ def train(run: RunConfig, resume: str | Path | None = None, quiet: bool = False)
                     losses = wrapped(batch.images, batch.ref_images, batch.targets, gen)
                 loss = total_loss(losses)
                 if not torch.isfinite(loss):
-                    raise SipvisError(f"the loss became {float(loss)} at iteration {iteration}; "
+                    raise SipvisError(f"the loss became {float(loss.detach())} at iteration {iteration}; "
                                       "lower train.lr or set train.grad_clip")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
