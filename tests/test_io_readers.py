@@ -402,3 +402,23 @@ def test_zero_frames_is_an_error(tmp_path: Path) -> None:
         out.start_encoding()
     with pytest.raises(SipvisError, match=f"no frame could be decoded from {path}"):
         open_source(path)
+
+
+def test_side_data_is_read_with_either_pyav_api():
+    """PyAV <= 18 iterates over a frame's side-data entries, PyAV 19 over their types (a Mapping).
+    The rotation code must see the entries with both (PyAV 19 is what Python 3.12+ installs)."""
+    from sipvis.io.video import _side_data
+
+    class Entry:
+        type = "DISPLAYMATRIX"
+
+    entry = Entry()
+
+    class OldFrame:
+        side_data = [entry]
+
+    class NewFrame:
+        side_data = {"DISPLAYMATRIX": entry}
+
+    assert list(_side_data(OldFrame())) == [entry]
+    assert list(_side_data(NewFrame())) == [entry]
