@@ -14,17 +14,20 @@ import click
 @click.option("--frames", default=48, show_default=True, help="Length of the clip.")
 @click.option("--weights", default="demo", show_default=True, help="Weights to run (registry name, path or URL).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--score-thr", default=0.3, show_default=True,
+              help="Minimum detection score shown and tracked (the model's own default, 0.03, suits AP).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def command(out_dir: Path, seed: int, frames: int, weights: str, device: str, quiet: bool) -> None:
+def command(out_dir: Path, seed: int, frames: int, weights: str, device: str, score_thr: float,
+            quiet: bool) -> None:
     """Make a synthetic clip (moving textured shapes), segment and track it with the demo model, and
     write an annotated mp4 and YouTube-VIS JSON. Needs no network."""
     from sipvis.data.synth import DEFAULT_CLASSES, SHAPES, SynthConfig, render_video, write_mp4
-    from sipvis.engine.inference import Segmenter
+    from sipvis.cli._model_options import build_segmenter
     from sipvis.errors import SipvisError
     from sipvis.engine.pipeline import OutputFilter
     from sipvis.cli.track import run_all
 
-    segmenter = Segmenter.from_checkpoint(weights, device=device, progress=not quiet)
+    segmenter, _ = build_segmenter(weights, device, "auto", score_thr=score_thr, progress=not quiet)
     names = segmenter.class_names
     classes = names if all(n in SHAPES for n in names) else DEFAULT_CLASSES  # another model: any shapes
     cfg = SynthConfig(videos=1, frames=frames, seed=seed, split="demo", classes=classes, width=640, height=360)
