@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A test server on 127.0.0.1 that does not print a traceback when a client hangs up mid-response
+    (the download and stream tests cut connections on purpose)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)

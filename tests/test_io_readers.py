@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import MEDIA, require
+from conftest import MEDIA, QuietHTTPServer, require
 
 from sipvis.errors import SipvisError
 from sipvis.io import MediaWarning, expand_inputs, open_source
@@ -272,7 +272,7 @@ def test_stream_over_http(tmp_path: Path) -> None:
             writer.write(image)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -19,11 +19,12 @@ import socket
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import QuietHTTPServer
 
 from sipvis import SipvisError
 from sipvis import weights
@@ -115,8 +116,7 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
+    httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
     httpd.log, httpd.dropped, httpd.drive_style = [], set(), "form"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
