@@ -68,7 +68,7 @@ def build_segmenter(weights: str | None, device: str, precision: str, batch: int
     from dataclasses import replace
 
     from sipvis.checkpoint import load_state_into, load_weights
-    from sipvis.engine.inference import Segmenter, resolve_device, resolve_precision
+    from sipvis.engine.inference import Segmenter, default_batch_size, resolve_device, resolve_precision
     from sipvis.model.sipmask import SipMaskVIS
     from sipvis.weights import default_weights_name
 
@@ -79,7 +79,7 @@ def build_segmenter(weights: str | None, device: str, precision: str, batch: int
     overrides = {k: v for k, v in (("score_thr", score_thr), ("max_per_img", max_dets)) if v is not None}
     model = SipMaskVIS(replace(cfg, **overrides))
     load_state_into(model, state, str(weights))
-    segmenter = Segmenter(model, dev, dtype, batch or (8 if dev.type == "cuda" else 1))
+    segmenter = Segmenter(model, dev, dtype, batch or default_batch_size(dev))
     return segmenter, keep_classes
 
 

@@ -148,7 +148,7 @@ class _StopSignals:
         self.requested = False
         self._previous: dict = {}
 
-    def __enter__(self) -> "_StopSignals":
+    def install(self) -> "_StopSignals":
         signals = [signal.SIGINT] + ([signal.SIGTERM] if sys.platform != "win32" else [])
         for sig in signals:
             try:
@@ -162,9 +162,16 @@ class _StopSignals:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __exit__(self, *exc: object) -> None:
+    def restore(self) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
+        self._previous.clear()
+
+    def __enter__(self) -> "_StopSignals":
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
 
 
 def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: str | None, json_path: str | None,
@@ -208,7 +215,7 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
     except BaseException:
         source.close()
         raise
-    stop_signals = _StopSignals().__enter__()
+    stop_signals = _StopSignals().install()
 
     def handle(result) -> None:
         nonlocal shown_frame
@@ -272,11 +279,10 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
                         next_status += STATUS_EVERY_S * max(1, int((now - next_status) // STATUS_EVERY_S) + 1)
                         console.print(_status_line(stream.metrics, now - start, shown_frame, hud.device_text,
                                                    stream.paused))
-                    if not stopping and stop_signals.requested:
-                        stream.stop(INTERRUPTED)  # as below: what the model holds still comes out
-                        stopping = True
-                    if not stopping and (state["quit"] or (duration is not None and now - start >= duration)):
-                        stream.stop(STOPPED)  # the frame the model holds still comes out, then the loop ends
+                    timed_out = duration is not None and now - start >= duration
+                    if not stopping and (stop_signals.requested or state["quit"] or timed_out):
+                        # the frame the model holds still comes out, then the loop ends
+                        stream.stop(INTERRUPTED if stop_signals.requested else STOPPED)
                         stopping = True
             except KeyboardInterrupt:  # a second Ctrl-C, or library use outside the main thread
                 stream.stop(INTERRUPTED)
@@ -292,7 +298,7 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
         reason = stream.end_reason
     finally:
         stream.close()  # also when it never started (an unwritable --output)
-        stop_signals.__exit__()
+        stop_signals.restore()
         if gui is not None:
             gui.close()
         errors = []

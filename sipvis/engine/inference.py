@@ -53,6 +53,11 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
     return table[spec]
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Frames per forward pass when the user gives none: 8 fill a GPU; on a CPU batching gains nothing."""
+    return 8 if device.type == "cuda" else 1
+
+
 def use_exact_fp32(device: torch.device) -> None:
     """Make fp32 on CUDA IEEE fp32: PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) on Ampere
     and newer GPUs, which moves outputs by ~1e-3 relative (seen on an H100: outside the reference's

@@ -211,9 +211,10 @@ def compute_losses(out: HeadOutputs, ref_track_feats: torch.Tensor, targets: lis
     loss_mask, loss_match, acc_sum, n_total = _mask_and_track_losses(
         out, ref_track_feats, targets, tg, cls, reg, cof, lc, generator)
     # keep every output in the graph (DDP wants a gradient for every parameter on every step); the sums
-    # are taken in float32: under fp16 autocast a large map's sum overflows to inf, and 0 * inf is NaN
-    loss_mask = loss_mask / b + 0 * (out.basis.float().sum() + cof.float().sum())
-    loss_match = loss_match / b + 0 * (out.track_feats.float().sum() + ref_track_feats.float().sum())
+    # accumulate in float32: under fp16 autocast a large map's sum overflows to inf, and 0 * inf is NaN
+    f32 = torch.float32
+    loss_mask = loss_mask / b + 0 * (out.basis.sum(dtype=f32) + cof.sum(dtype=f32))
+    loss_match = loss_match / b + 0 * (out.track_feats.sum(dtype=f32) + ref_track_feats.sum(dtype=f32))
     match_acc = (acc_sum / n_total if n_total > 0 else torch.zeros((), device=cls.device)).detach()
     losses = {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_ctr,
               "loss_mask": loss_mask, "loss_match": loss_match}
