@@ -16,10 +16,7 @@ from collections.abc import Callable
 
 import click
 
-
-def split_commas(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """('a,b', 'c') -> ('a', 'b', 'c'): repeatable options that also take comma-separated lists."""
-    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+from sipvis.cli._options import split_commas
 
 
 def model_options(batch: bool = True, max_dets: bool = True) -> Callable:

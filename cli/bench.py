@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import click
@@ -11,14 +10,12 @@ import click
 RANDOM_NOTE = "random weights: throughput only"
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x360' -> (640, 360)."""
+def bench_size(text: str) -> tuple[int, int]:
+    """'640x360' -> (640, 360), even and between 64 and 4096 (what the clip encoder and the model take)."""
+    from sipvis.cli._options import parse_size
     from sipvis.errors import SipvisError
 
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match:
-        raise SipvisError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 640x360")
-    width, height = int(match.group(1)), int(match.group(2))
+    width, height = parse_size(text)
     if width % 2 or height % 2 or not (64 <= width <= 4096 and 64 <= height <= 4096):
         raise SipvisError(f"--size {text}: width and height must be even and between 64 and 4096")
     return width, height
@@ -77,7 +74,7 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
     # options a user can get wrong are checked before the heavy imports (torch, av)
     if input_spec is not None and size is not None:
         raise SipvisError("--size sets the size of the generated clip; it cannot be combined with INPUT")
-    dims = parse_size(size or "640x360")
+    dims = bench_size(size or "640x360")
     if frames < 0 or batch < 0:
         raise SipvisError("--frames and --batch must be positive")
     if warmup is not None and warmup < 0:
@@ -89,6 +86,7 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
     from rich.console import Console
 
     from sipvis.engine.bench import END_TO_END, STAGES, environment
+    from sipvis.engine.inference import precision_name
 
     segmenter, weights_label, random_weights = build_bench_segmenter(weights, device, precision, batch, quiet)
     dev, dtype, model = segmenter.device, segmenter.dtype, segmenter.model
@@ -99,10 +97,9 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
                   "(`sipvis weights download` fetches them)", highlight=False)
     result = _run_with_progress(segmenter, input_spec, frames, dims, warmup, err, quiet)
 
-    precision_name = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}[str(dtype)]
     result.info = {
         "input": input_spec or f"generated {dims[0]}x{dims[1]} synthetic clip",
-        "device": str(dev), **environment(dev), "precision": precision_name,
+        "device": str(dev), **environment(dev), "precision": precision_name(dtype),
         "batch": segmenter.batch_size,
         "weights": weights_label, "random_weights": random_weights,
         "model": f"R{model.cfg.depth} {model.cfg.style}, input up to {model.cfg.max_size[0]}x{model.cfg.max_size[1]}",

@@ -130,10 +130,9 @@ class _Hud:
 
 
 def _device_text(segmenter) -> str:
-    import torch
+    from sipvis.engine.inference import precision_name
 
-    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    return f"{segmenter.device} {names.get(segmenter.dtype, str(segmenter.dtype))}"
+    return f"{segmenter.device} {precision_name(segmenter.dtype)}"
 
 
 class _StopSignals:

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
+from sipvis.cli._options import parse_size
 from sipvis.errors import SipvisError
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x360' -> (640, 360) as (width, height); anything else raises a one-line SipvisError."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise SipvisError(f"--size must look like WIDTHxHEIGHT, e.g. 640x360; got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
 
 def parse_classes(text: str) -> tuple[str, ...]:
     """'5' -> the first five class names; 'circle,star' -> exactly those classes, in that order."""

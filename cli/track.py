@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from sipvis.cli._model_options import build_segmenter, model_options, split_commas
+from sipvis.cli._model_options import build_segmenter, model_options
+from sipvis.cli._options import split_commas
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".avi"}
 FORMATS = ("video", "json", "png", "mots")
@@ -65,9 +66,6 @@ def _unique_names(names: list[str]) -> list[str]:
     return unique
 
 
-_split = split_commas
-
-
 @click.command("track")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", "outputs", multiple=True,
@@ -102,7 +100,7 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
     from sipvis.errors import SipvisError
     from sipvis.io.inputs import expand_inputs
 
-    formats = _split(formats)
+    formats = split_commas(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise SipvisError(f"unknown --format {', '.join(unknown)}: choose from {', '.join(FORMATS)}")

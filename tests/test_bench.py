@@ -95,7 +95,7 @@ def one_line_error(exit_code: int, stderr: str, *fragments: str) -> None:
 
 @pytest.mark.parametrize("args, fragments", [
     (("--size", "320x191"), ("--size 320x191", "even")),
-    (("--size", "big"), ("expected WIDTHxHEIGHT",)),
+    (("--size", "big"), ("WIDTHxHEIGHT",)),
     (("clip.mp4", "--size", "320x192"), ("cannot be combined with INPUT",)),
     (("--precision", "fp16", "--device", "cpu"), ("fp16 is not supported on CPU",)),
     (("--json", "/nonexistent_dir/x.json"), ("cannot write", "does not exist")),

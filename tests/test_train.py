@@ -28,7 +28,6 @@ from sipvis.engine.train import (
     inference_state,
     load_config,
     param_groups,
-    reference_track_map,
     use_trainable_bn,
 )
 from sipvis.errors import SipvisError
@@ -146,14 +145,16 @@ def test_param_groups_double_bias_lr_without_decay():
 # ------------------------------------------------------------------------------------ model pieces
 
 
-def test_reference_track_map_equals_full_head():
+def test_reference_frames_tracking_map_equals_the_full_head_on_them():
+    """Training runs only the tracking branch on its reference frames, which share the batch with the
+    current frames: the map of each half must be what the full head computes for it."""
     torch.manual_seed(0)
     model = SipMaskVIS(_tiny_model_cfg()).eval()
-    x = torch.randn(2, 3, 64, 96)
+    x = torch.randn(4, 3, 64, 96)
     with torch.no_grad():
         feats = model.neck(model.backbone(x))
-        full = model.head(feats, with_track=True).track_feats
-        ref = reference_track_map(model.head, feats[:3])
+        full = model.head([f[2:] for f in feats], with_track=True).track_feats
+        ref = model.head.track_map([f[2:] for f in feats[:3]])
     assert ref.shape == full.shape == (2, 32, 8, 12)
     assert torch.allclose(ref, full, atol=1e-6)
 

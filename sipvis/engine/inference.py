@@ -41,16 +41,24 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+# The one table of compute precisions: option name <-> dtype.
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """torch.float16 -> 'fp16' (the option's spelling)."""
+    return next((name for name, d in PRECISIONS.items() if d == dtype), str(dtype))
+
+
 def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
     """'auto' = fp16 on CUDA, fp32 on CPU."""
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if spec == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    if spec not in table:
-        raise SipvisError(f"unknown precision {spec!r}: use auto, fp32, fp16 or bf16")
+    if spec not in PRECISIONS:
+        raise SipvisError(f"unknown precision {spec!r}: use auto, {', '.join(PRECISIONS)}")
     if spec == "fp16" and device.type == "cpu":
         raise SipvisError("fp16 is not supported on CPU; use --precision fp32 or bf16")
-    return table[spec]
+    return PRECISIONS[spec]
 
 
 def default_batch_size(device: torch.device) -> int:

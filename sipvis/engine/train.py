@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from sipvis.errors import SipvisError
@@ -269,20 +268,6 @@ def _all_reduce_mean(values: dict[str, float], info: DistInfo, device: torch.dev
 # ----------------------------------------------------------------------------------- model pieces
 
 
-def reference_track_map(head: SipMaskHead, feats: list[torch.Tensor]) -> torch.Tensor:
-    """Tracking map of reference frames from their FPN features (only the tracking tower runs):
-    (B, E, Hp/8, Wp/8), equal to `head(feats).track_feats`."""
-    parts = []
-    for level in range(3):
-        x = feats[level]
-        for layer in head.track_tower:
-            x = layer(x)
-        if level:
-            x = F.interpolate(x, scale_factor=2**level, mode="bilinear", align_corners=False)
-        parts.append(x)
-    return head.track_fuse(torch.cat(parts, 1))
-
-
 class TrainingModel(nn.Module):
     """What DDP wraps: current and reference frames through one backbone pass, the full head on the
     current frames, the tracking tower on the reference frames, then the losses.
@@ -304,7 +289,7 @@ class TrainingModel(nn.Module):
         m = self.model
         feats = m.neck(m.backbone(torch.cat((images, ref_images))))
         out = m.head([f[:b] for f in feats], with_track=True)
-        ref_track = reference_track_map(m.head, [f[b:] for f in feats[:3]])
+        ref_track = m.head.track_map([f[b:] for f in feats[:3]])
         with torch.autocast(images.device.type, enabled=False):
             return compute_losses(out, ref_track.float(), targets, m.cfg, self.loss_cfg, generator)
 
@@ -848,7 +833,6 @@ __all__ = [
     "jitter_generator",
     "load_config",
     "param_groups",
-    "reference_track_map",
     "train",
     "validate",
 ]

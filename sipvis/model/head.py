@@ -128,15 +128,23 @@ class SipMaskHead(nn.Module):
             coeffs.append(self.mask_coeffs(cls_feat))
             if level < 3:
                 basis_in.append(_upsample(reg_feat, 2**level))
-                if with_track:
-                    track_feat = x
-                    for layer in self.track_tower:
-                        track_feat = layer(track_feat)
-                    track_in.append(_upsample(track_feat, 2**level))
         basis = F.relu(self.basis_out(F.relu(self.basis_fuse(torch.cat(basis_in, 1)))))
         basis = F.interpolate(basis, scale_factor=4, mode="bilinear", align_corners=False)
-        track_feats = self.track_fuse(torch.cat(track_in, 1)) if with_track else basis.new_zeros(0)
+        track_feats = self.track_map(feats[:3]) if with_track else basis.new_zeros(0)
         return HeadOutputs(cls_logits, bbox_reg, centerness, coeffs, basis, track_feats)
+
+    def track_map(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The tracking branch alone: P3..P5 features -> (B, E, H/8, W/8) tracking map.
+
+        Training runs only this on its reference frames; `forward(with_track=True)` returns the same
+        map as `track_feats`.
+        """
+        parts = []
+        for level, x in enumerate(feats[:3]):
+            for layer in self.track_tower:
+                x = layer(x)
+            parts.append(_upsample(x, 2**level))
+        return self.track_fuse(torch.cat(parts, 1))
 
 
 def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
