@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import REFERENCE, require
+from sipvis.model.box_ops import aligned_box_iou
 from sipvis.model.config import SipMaskConfig
 from sipvis.model.head import HeadOutputs
 from sipvis.model.losses import (
     FrameTargets,
     LossConfig,
-    aligned_iou,
     compute_losses,
     crop_split_logits,
     half_res_masks,
@@ -125,7 +125,7 @@ def test_centerness_targets():
 def test_aligned_iou_plus_one_convention():
     a = torch.tensor([[0.0, 0.0, 9.0, 9.0]])
     b = torch.tensor([[5.0, 0.0, 14.0, 9.0]])
-    assert float(aligned_iou(a, b)) == pytest.approx(50 / 150)
+    assert float(aligned_box_iou(a, b, pixel_offset=1.0)) == pytest.approx(50 / 150)
 
 
 def test_crop_split_logits_matches_inference_crop_split():

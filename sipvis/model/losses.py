@@ -33,10 +33,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sipvis.model.box_ops import aligned_box_iou, box_area, crop_split, distance_to_box
 from sipvis.model.config import SipMaskConfig
 from sipvis.model.head import HeadOutputs
 from sipvis.model.postprocess import box_embeddings
-from sipvis.model.targets import FCOSTargets, centerness_targets, distance_to_box, fcos_targets
+from sipvis.model.targets import FCOSTargets, centerness_targets, fcos_targets
 
 LOSS_NAMES = ("loss_cls", "loss_bbox", "loss_centerness", "loss_mask", "loss_match")
 
@@ -93,17 +94,6 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float
     return alpha_t * ce * (1 - p_t).pow(gamma)
 
 
-def aligned_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of paired (N, 4) boxes with mmdet v1's +1 pixel convention (w = x2 - x1 + 1) -> (N,)."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    wh = (rb - lt + 1).clamp(min=0)
-    overlap = wh[:, 0] * wh[:, 1]
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    return overlap / (area_a + area_b - overlap)
-
-
 def jitter_boxes(boxes: torch.Tensor, amplitude: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Shift centres by u*size and scale sizes by (1 + u), u ~ U(-a, a) per box and coordinate (the
     original's reference-box augmentation). (M, 4) -> (M, 4); amplitude 0 returns the boxes unchanged."""
@@ -140,26 +130,16 @@ def crop_split_logits(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Te
         basis: (K, h, w) basis masks; coeffs: (N, 4K) quadrant coefficients (TL, TR, BL, BR);
         boxes: (N, 4) boxes in basis-mask pixels.
     Returns:
-        logits (N, h, w) of each pixel's quadrant, inside (N, h, w) bool (x1 <= px < x2, y1 <= py < y2).
-        Only one quadrant's logits are kept per pixel, so memory is O(N h w), not O(4 N h w).
+        logits (N, h, w) of each pixel's quadrant, inside (N, h, w) bool (x1 <= px < x2, y1 <= py < y2);
+        the quadrant rule is `box_ops.crop_split`. The quadrants' logits are made one at a time, so
+        memory is O(N h w), not O(4 N h w).
     """
     k, h, w = basis.shape
     n = coeffs.shape[0]
-    px = torch.arange(w, device=basis.device, dtype=boxes.dtype).view(1, 1, w)
-    py = torch.arange(h, device=basis.device, dtype=boxes.dtype).view(1, h, 1)
-    x1, y1, x2, y2 = (boxes[:, i].view(n, 1, 1) for i in range(4))
-    inside = (px >= x1) & (py >= y1) & (px < x2) & (py < y2)  # (N, h, w)
-    # quadrant arithmetic of the original CUDA kernel: trunc((p - x1) / ((x2 - x1 + 0.1) / 2))
-    right = ((px - x1) / ((x2 - x1 + 0.1) / 2)).trunc() >= 1  # (N, 1, w)
-    bottom = ((py - y1) / ((y2 - y1 + 0.1) / 2)).trunc() >= 1  # (N, h, 1)
     cq = coeffs.view(n, 4, k).to(basis.dtype)
     flat = basis.reshape(k, h * w)
-    logits = None
-    for q, (qy, qx) in enumerate(((False, False), (False, True), (True, False), (True, True))):
-        part = (cq[:, q] @ flat).view(n, h, w)  # (N, K) @ (K, hw) -> (N, h, w)
-        sel = (right == qx) & (bottom == qy)  # (N, h, w)
-        logits = part if logits is None else torch.where(sel, part, logits)
-    return logits, inside
+    # one quadrant's product at a time: (N, K) @ (K, hw) -> (N, h, w)
+    return crop_split(((cq[:, q] @ flat).view(n, h, w) for q in range(4)), boxes, (h, w))
 
 
 def compute_losses(out: HeadOutputs, ref_track_feats: torch.Tensor, targets: list[FrameTargets],
@@ -201,7 +181,8 @@ def compute_losses(out: HeadOutputs, ref_track_feats: torch.Tensor, targets: lis
         pos_tgt = tg.box_targets[positive]
         pos_points = tg.points[None].expand(b, -1, -1)[positive]
         ctr_tgt = centerness_targets(pos_tgt)
-        iou = aligned_iou(distance_to_box(pos_points, pos_reg), distance_to_box(pos_points, pos_tgt))
+        iou = aligned_box_iou(distance_to_box(pos_points, pos_reg), distance_to_box(pos_points, pos_tgt),
+                              pixel_offset=1.0)
         loss_bbox = (-iou.clamp(min=1e-6).log() * ctr_tgt).sum() / ctr_tgt.sum()
         loss_ctr = F.binary_cross_entropy_with_logits(ctr[positive], ctr_tgt)
     else:
@@ -243,8 +224,7 @@ def _mask_and_track_losses(out: HeadOutputs, ref_track_feats: torch.Tensor, targ
         pos = tg.positive[i].nonzero().squeeze(1)
         # detected boxes: the decoded (detached) predictions, in basis-mask pixels
         det = distance_to_box(tg.points[pos], reg[i, pos].detach()) / 2
-        area = (det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1])
-        keep = area > 1.0
+        keep = box_area(det) > 1.0
         pos, det = pos[keep], det[keep]
         n = pos.numel()
         if n == 0:
@@ -255,7 +235,7 @@ def _mask_and_track_losses(out: HeadOutputs, ref_track_feats: torch.Tensor, targ
         # mask alignment weighting: sigmoid score of the GT class x IoU with the GT box, mean 1
         with torch.no_grad():
             score = cls[i, pos, labels].sigmoid()
-            iou = aligned_iou(t.boxes[gt_idx].float() / 2, det)
+            iou = aligned_box_iou(t.boxes[gt_idx].float() / 2, det, pixel_offset=1.0)
             weight = score * iou
             weight = weight / (weight.sum() + 1e-4) * n
         gt_masks = half_res_masks(t.masks, (basis_h, basis_w))[gt_idx]  # (n, h, w)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sipvis.model.box_ops import box_iou, crop_split, distance_to_box, level_points
 from sipvis.model.config import SipMaskConfig
 from sipvis.model.head import HeadOutputs
 
@@ -52,23 +53,6 @@ class Detections:
     embeddings: torch.Tensor
 
 
-def level_points(h: int, w: int, stride: int, device: torch.device) -> torch.Tensor:
-    """(h*w, 2) xy centres of a level's locations: (x*stride + stride//2, y*stride + stride//2)."""
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) * stride,
-                            torch.arange(w, device=device, dtype=torch.float32) * stride, indexing="ij")
-    return torch.stack((xs.reshape(-1), ys.reshape(-1)), -1) + stride // 2
-
-
-def box_iou_pairwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of (..., N, 4) with (..., M, 4) boxes, continuous convention (no +1) -> (..., N, M)."""
-    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]))[..., :, None]
-    area_b = ((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]))[..., None, :]
-    return inter / (area_a + area_b - inter)
-
-
 def decode_candidates(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig):
     """Per-level top-k by max-class score x centerness, decode and clamp boxes, rescale to the original.
 
@@ -90,11 +74,7 @@ def decode_candidates(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig)
             dist = dist.gather(1, top[..., None].expand(-1, -1, 4))
             coeffs = coeffs.gather(1, top[..., None].expand(-1, -1, coeffs.shape[-1]))
             points = points.gather(1, top[..., None].expand(-1, -1, 2))
-        x1 = (points[..., 0] - dist[..., 0]).clamp(0, w_img - 1)
-        y1 = (points[..., 1] - dist[..., 1]).clamp(0, h_img - 1)
-        x2 = (points[..., 0] + dist[..., 2]).clamp(0, w_img - 1)
-        y2 = (points[..., 1] + dist[..., 3]).clamp(0, h_img - 1)
-        all_boxes.append(torch.stack((x1, y1, x2, y2), -1))
+        all_boxes.append(distance_to_box(points, dist, clip_to=(h_img, w_img)))
         all_scores.append(scores * centerness[..., None])
         all_coeffs.append(coeffs)
     boxes = torch.cat(all_boxes, 1) / geom.scale
@@ -114,7 +94,7 @@ def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, cfg: SipMaskConfig):
     cls_scores, order = scores.transpose(1, 2).sort(dim=2, descending=True)  # (B, C, N)
     cls_scores, order = cls_scores[..., :top_k], order[..., :top_k]
     cls_boxes = boxes.gather(1, order.reshape(b, -1, 1).expand(-1, -1, 4)).view(b, c, top_k, 4)
-    iou = box_iou_pairwise(cls_boxes, cls_boxes).triu_(diagonal=1)  # (B, C, k, k)
+    iou = box_iou(cls_boxes, cls_boxes, pixel_offset=0.0).triu_(diagonal=1)  # (B, C, k, k)
     # a box survives when no higher-scored box of its class (kept or not) overlaps it too much
     keep = (iou.max(dim=2).values <= cfg.nms_iou) & (cls_scores > cfg.score_thr)
     flat = torch.where(keep, cls_scores, torch.full_like(cls_scores, -1.0)).reshape(b, -1)
@@ -133,21 +113,14 @@ def crop_split_masks(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Ten
         coeffs: (B, N, 4K) coefficients ordered top-left, top-right, bottom-left, bottom-right.
         boxes: (B, N, 4) boxes in basis-mask pixels.
     Returns:
-        (B, N, h, w) probabilities, 0 outside the box. Pixel (px, py) is inside when x1 <= px < x2 and
-        y1 <= py < y2; its quadrant is trunc((px - x1) / ((x2 - x1 + 0.1) / 2)) (likewise y), the
-        original CUDA kernel's arithmetic.
+        (B, N, h, w) probabilities, 0 outside the box; the quadrant rule is `box_ops.crop_split`.
     """
     b, k, h, w = basis.shape
     n = coeffs.shape[1]
-    px = torch.arange(w, device=basis.device, dtype=boxes.dtype).view(1, 1, 1, w)
-    py = torch.arange(h, device=basis.device, dtype=boxes.dtype).view(1, 1, h, 1)
-    x1, y1, x2, y2 = (boxes[..., i].view(b, n, 1, 1) for i in range(4))
-    inside = (px >= x1) & (py >= y1) & (px < x2) & (py < y2)  # (B, N, h, w)
-    qx = ((px - x1) / ((x2 - x1 + 0.1) / 2)).trunc().clamp(0, 1)
-    qy = ((py - y1) / ((y2 - y1 + 0.1) / 2)).trunc().clamp(0, 1)
-    quadrant = (2 * qy + qx).long()  # (B, N, h, w)
+    # one product for the four quadrants and the sigmoid before selecting, as always: a product per quadrant
+    # rounds differently, and the outputs must stay bit-identical
     logits = torch.einsum("bkhw,bnqk->bnqhw", basis, coeffs.view(b, n, 4, k).to(basis.dtype))
-    soft = logits.float().sigmoid().gather(2, quadrant.unsqueeze(2)).squeeze(2)
+    soft, inside = crop_split(logits.float().sigmoid().unbind(2), boxes, (h, w))
     return soft * inside
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sipvis.model.postprocess import level_points
+from sipvis.model.box_ops import box_area, box_to_distance, level_points
 
 INF = 1e8
 
@@ -68,21 +68,20 @@ def assign_single(points: torch.Tensor, strides: torch.Tensor, ranges: torch.Ten
     if num_gts == 0:
         return (labels.new_full((num_points,), -1), labels.new_full((num_points,), -1),
                 points.new_zeros(num_points, 4))
-    xs, ys = points[:, 0, None], points[:, 1, None]  # (P, 1)
-    x1, y1, x2, y2 = boxes[None, :, 0], boxes[None, :, 1], boxes[None, :, 2], boxes[None, :, 3]  # (1, N)
-    box_targets = torch.stack((xs - x1, ys - y1, x2 - xs, y2 - ys), -1)  # (P, N, 4)
+    box_targets = box_to_distance(points[:, None], boxes[None])  # (P, N, 4)
     if radius > 0:
+        x1, y1, x2, y2 = boxes[None, :, 0], boxes[None, :, 1], boxes[None, :, 2], boxes[None, :, 3]  # (1, N)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         r = strides[:, None] * radius  # (P, 1)
         # the centre square, clipped to the box
-        cx1, cy1 = torch.maximum(cx - r, x1), torch.maximum(cy - r, y1)
-        cx2, cy2 = torch.minimum(cx + r, x2), torch.minimum(cy + r, y2)
-        inside = torch.stack((xs - cx1, ys - cy1, cx2 - xs, cy2 - ys), -1).min(-1).values > 0
+        centre = torch.stack((torch.maximum(cx - r, x1), torch.maximum(cy - r, y1),
+                              torch.minimum(cx + r, x2), torch.minimum(cy + r, y2)), -1)  # (P, N, 4)
+        inside = box_to_distance(points[:, None], centre).min(-1).values > 0
     else:
         inside = box_targets.min(-1).values > 0
     reach = box_targets.max(-1).values  # (P, N)
     in_range = (reach >= ranges[:, 0, None]) & (reach <= ranges[:, 1, None])
-    areas = ((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1))[None].expand(num_points, -1)
+    areas = box_area(boxes, pixel_offset=1.0)[None].expand(num_points, -1)
     areas = torch.where(inside & in_range, areas, torch.full_like(areas, INF))
     min_area, gt_index = areas.min(dim=1)  # first minimum on ties, as the original
     background = min_area == INF
@@ -123,8 +122,3 @@ def centerness_targets(box_targets: torch.Tensor) -> torch.Tensor:
     tb = box_targets[:, [1, 3]]
     ratio = (lr.min(-1).values / lr.max(-1).values) * (tb.min(-1).values / tb.max(-1).values)
     return ratio.sqrt()
-
-
-def distance_to_box(points: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-    """(..., 2) points and (..., 4) (l, t, r, b) distances -> (..., 4) x1y1x2y2 (no clamping)."""
-    return torch.cat((points - distances[..., :2], points + distances[..., 2:]), -1)

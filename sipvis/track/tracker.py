@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sipvis.model.box_ops import box_iou
+
 
 @dataclass
 class TrackerConfig:
@@ -20,16 +22,6 @@ class TrackerConfig:
     iou_weight: float = 2.0
     label_weight: float = 10.0
     no_claim_score: float = -100.0
-
-
-def box_iou_plus_one(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU with the +1 pixel convention (area = (x2-x1+1)(y2-y1+1)) of (N, 4) and (M, 4) -> (N, M)."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt + 1).clamp(min=0).prod(-1)
-    area_a = ((a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1))[:, None]
-    area_b = ((b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1))[None, :]
-    return inter / (area_a + area_b - inter)
 
 
 @dataclass
@@ -88,7 +80,7 @@ class OriginalTracker:
             return list(range(n))
         mem = self.memory
         logits = torch.cat([embeddings.new_zeros(n, 1), embeddings @ mem.embeddings.T], dim=1)  # (N, 1+M)
-        iou = torch.cat([boxes.new_zeros(n, 1), box_iou_plus_one(boxes, mem.boxes)], dim=1)
+        iou = torch.cat([boxes.new_zeros(n, 1), box_iou(boxes, mem.boxes, pixel_offset=1.0)], dim=1)
         same = torch.cat([boxes.new_ones(n, 1), (labels[:, None] == mem.labels[None, :]).to(boxes.dtype)], dim=1)
         combined = (torch.log_softmax(logits, dim=1) + self.cfg.score_weight * torch.log(scores)[:, None]
                     + self.cfg.iou_weight * iou + self.cfg.label_weight * same)
