@@ -95,12 +95,9 @@ class SipMaskHead(nn.Module):
         super().__init__()
         self.strides = strides
         self.num_bases = num_bases
-        self.cls_tower = nn.ModuleList(ConvGNReLU(in_channels if i == 0 else channels, channels)
-                                       for i in range(cls_convs))
-        self.reg_tower = nn.ModuleList(ConvGNReLU(in_channels if i == 0 else channels, channels)
-                                       for i in range(reg_convs))
-        self.track_tower = nn.ModuleList(ConvGNReLU(in_channels if i == 0 else channels, channels)
-                                         for i in range(track_convs))
+        self.cls_tower = _tower(in_channels, channels, cls_convs)
+        self.reg_tower = _tower(in_channels, channels, reg_convs)
+        self.track_tower = _tower(in_channels, channels, track_convs)
         self.cls_logits = nn.Conv2d(channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(channels, 1, 3, padding=1)
@@ -113,22 +110,17 @@ class SipMaskHead(nn.Module):
         self.track_fuse = nn.Conv2d(3 * channels, track_channels, 1)
 
     def forward(self, feats: list[torch.Tensor], with_track: bool = True) -> HeadOutputs:
-        cls_logits, bbox_reg, centerness, coeffs, basis_in, track_in = [], [], [], [], [], []
-        for level, (x, scale, stride) in enumerate(zip(feats, self.scales, self.strides)):
-            cls_feat, reg_feat = x, x
-            for layer in self.cls_tower:
-                cls_feat = layer(cls_feat)
-            for layer in self.reg_tower:
-                reg_feat = layer(reg_feat)
+        cls_logits, bbox_reg, centerness, coeffs, reg_feats = [], [], [], [], []
+        for x, scale, stride in zip(feats, self.scales, self.strides):
+            cls_feat, reg_feat = self.cls_tower(x), self.reg_tower(x)
             box = scale(self.bbox_pred(reg_feat))
             cls_feat = self.feature_align(cls_feat, box)
             cls_logits.append(self.cls_logits(cls_feat))
             centerness.append(self.centerness(reg_feat))
             bbox_reg.append(box.float() * stride)
             coeffs.append(self.mask_coeffs(cls_feat))
-            if level < 3:
-                basis_in.append(_upsample(reg_feat, 2**level))
-        basis = F.relu(self.basis_out(F.relu(self.basis_fuse(torch.cat(basis_in, 1)))))
+            reg_feats.append(reg_feat)
+        basis = F.relu(self.basis_out(F.relu(self.basis_fuse(_fuse_finest(reg_feats)))))
         basis = F.interpolate(basis, scale_factor=4, mode="bilinear", align_corners=False)
         track_feats = self.track_map(feats[:3]) if with_track else basis.new_zeros(0)
         return HeadOutputs(cls_logits, bbox_reg, centerness, coeffs, basis, track_feats)
@@ -139,12 +131,18 @@ class SipMaskHead(nn.Module):
         Training runs only this on its reference frames; `forward(with_track=True)` returns the same
         map as `track_feats`.
         """
-        parts = []
-        for level, x in enumerate(feats[:3]):
-            for layer in self.track_tower:
-                x = layer(x)
-            parts.append(_upsample(x, 2**level))
-        return self.track_fuse(torch.cat(parts, 1))
+        return self.track_fuse(_fuse_finest([self.track_tower(x) for x in feats[:3]]))
+
+
+def _tower(in_channels: int, channels: int, depth: int) -> nn.Sequential:
+    """`depth` ConvGNReLU layers (state-dict keys `<i>.conv.*`, `<i>.norm.*`, as a ModuleList's)."""
+    return nn.Sequential(*(ConvGNReLU(in_channels if i == 0 else channels, channels) for i in range(depth)))
+
+
+def _fuse_finest(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Channel concatenation of the three finest levels, each upsampled to the first's size:
+    (B, C, H/8, W/8), (B, C, H/16, W/16), (B, C, H/32, W/32), ... -> (B, 3C, H/8, W/8)."""
+    return torch.cat([_upsample(x, 2**level) for level, x in enumerate(maps[:3])], 1)
 
 
 def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:

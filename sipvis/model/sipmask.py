@@ -31,7 +31,15 @@ class SipMaskVIS(nn.Module):
         )
 
     def forward(self, images: torch.Tensor, with_track: bool = True) -> HeadOutputs:
-        return self.head(self.neck(self.backbone(images)), with_track=with_track)
+        return self.head(self.features(images), with_track=with_track)
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone + FPN alone: (B, 3, Hp, Wp) -> per level (B, fpn_channels, Hp/s, Wp/s), s = cfg.strides.
+
+        Training runs it once on current and reference frames together, then the head on the current
+        frames and `head.track_map` on the reference frames.
+        """
+        return self.neck(self.backbone(images))
 
     def init_weights(self, prior_prob: float = 0.01) -> None:
         """Initialise the neck and head as the original does (backbone weights come from a checkpoint)."""
