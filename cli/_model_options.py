@@ -62,22 +62,13 @@ def build_segmenter(weights: str | None, device: str, precision: str, batch: int
     Raises:
         SipvisError: unknown device/precision, unreadable weights, a class the model does not know.
     """
-    from dataclasses import replace
-
-    from sipvis.checkpoint import load_state_into, load_weights
-    from sipvis.engine.inference import Segmenter, default_batch_size, resolve_device, resolve_precision
-    from sipvis.model.sipmask import SipMaskVIS
+    from sipvis.engine.inference import Segmenter
     from sipvis.weights import default_weights_name
 
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
-    cfg, state = load_weights(weights or default_weights_name(), progress=progress)
-    keep_classes = class_indices(class_filter, cfg.class_names)
     overrides = {k: v for k, v in (("score_thr", score_thr), ("max_per_img", max_dets)) if v is not None}
-    model = SipMaskVIS(replace(cfg, **overrides))
-    load_state_into(model, state, str(weights))
-    segmenter = Segmenter(model, dev, dtype, batch or default_batch_size(dev))
-    return segmenter, keep_classes
+    segmenter = Segmenter.from_checkpoint(weights or default_weights_name(), device, precision, batch,
+                                          progress=progress, overrides=overrides)
+    return segmenter, class_indices(class_filter, segmenter.class_names)
 
 
 def class_indices(class_filter: tuple[str, ...] | list[str], class_names: tuple[str, ...]) -> set[int] | None:

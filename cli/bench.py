@@ -28,7 +28,7 @@ def build_bench_segmenter(weights: str | None, device: str, precision: str, batc
     should not start a large download."""
     from sipvis.cli._model_options import build_segmenter
     from sipvis.engine.bench import random_model
-    from sipvis.engine.inference import Segmenter, default_batch_size, resolve_device, resolve_precision
+    from sipvis.engine.inference import Segmenter, resolve_device, resolve_precision
     from sipvis.weights import default_weights_name, find_entry
 
     if weights is None:
@@ -36,8 +36,7 @@ def build_bench_segmenter(weights: str | None, device: str, precision: str, batc
         entry = find_entry(name)
         if entry is not None and not entry.is_local and not entry.local_path().exists():
             dev = resolve_device(device)
-            segmenter = Segmenter(random_model(), dev, resolve_precision(precision, dev),
-                                  batch or default_batch_size(dev))
+            segmenter = Segmenter(random_model(), dev, resolve_precision(precision, dev), batch)
             return segmenter, f"{name} (not cached; {RANDOM_NOTE})", True
         weights = name
     segmenter, _ = build_segmenter(weights, device, precision, batch, progress=not quiet)

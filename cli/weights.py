@@ -84,14 +84,12 @@ def convert_command(src: Path, dst: Path, classes: str) -> None:
     """
     from dataclasses import replace
 
-    from sipvis.checkpoint import convert_mmdet, infer_config, mmdet_key_to_sipvis, read_mmdet_checkpoint, \
-        save_checkpoint
+    from sipvis.checkpoint import convert_mmdet, infer_config, read_mmdet_checkpoint, rename_mmdet, save_checkpoint
 
     state, meta = read_mmdet_checkpoint(src)
     target = None
     if classes != "source":
-        renamed = {mmdet_key_to_sipvis(k): v for k, v in state.items() if mmdet_key_to_sipvis(k)}
-        target = replace(infer_config(renamed), class_names=_class_names(classes))
+        target = replace(infer_config(rename_mmdet(state)), class_names=_class_names(classes))
     cfg, converted, report = convert_mmdet(state, target)
     path = save_checkpoint(dst, cfg, converted, source=str(src))
     click.echo(f"Converted {src} -> {path} (+ .json): ResNet-{cfg.depth} {cfg.style}, {cfg.num_classes} classes, "

@@ -12,13 +12,17 @@ import json
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from sipvis.errors import SipvisError
 from sipvis.model.config import COCO_CLASSES, YTVIS_2019_CLASSES, SipMaskConfig
+
+if TYPE_CHECKING:
+    from sipvis.model.sipmask import SipMaskVIS
 
 FORMAT_NAME = "sipvis-checkpoint"
 
@@ -113,6 +117,52 @@ def infer_config(state: dict[str, torch.Tensor], class_names: tuple[str, ...] | 
     return SipMaskConfig(class_names=tuple(class_names), depth=depth, style="caffe")
 
 
+def rename_mmdet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An original state dict under sipvis names (dropped keys left out, unknown keys kept as they are)."""
+    renamed = {}
+    for key, value in state.items():
+        new = mmdet_key_to_sipvis(key)
+        if new is not None:
+            renamed[new] = value
+    return renamed
+
+
+def fit_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
+    """Copy every tensor of `state` that fits into `model` (freshly initialised) and report the rest.
+
+    A layer of the class-dependent head or of the tracking branch that `state` lacks or holds in another
+    shape keeps its fresh value and is listed in `report.reinitialised` (a COCO checkpoint fine-tuned to
+    other classes); any other misfit is listed as missing, unexpected or mis-shaped for the caller to raise.
+    """
+    expected = model.state_dict()
+    fresh = CLASS_DEPENDENT + TRACKING_BRANCH
+    report = LoadReport()
+    fitting = {}
+    for key, value in state.items():
+        if key not in expected:
+            report.unexpected.append(key)
+        elif expected[key].shape != value.shape:
+            if key.startswith(fresh):
+                report.reinitialised.append(key)
+            else:
+                report.mis_shaped.append(f"{key} {tuple(value.shape)} vs {tuple(expected[key].shape)}")
+        else:
+            fitting[key] = value
+    for key in expected:
+        if key not in state:
+            (report.reinitialised if key.startswith(fresh) else report.missing).append(key)
+    model.load_state_dict(fitting, strict=False)
+    return report
+
+
+def _load_mmdet_into(model, renamed: dict[str, torch.Tensor]) -> LoadReport:
+    """`fit_state` for an original checkpoint already renamed: every misfit is an error."""
+    report = fit_state(model, renamed)
+    if not report.ok:
+        raise SipvisError(f"checkpoint does not fit SipMask-VIS R{model.cfg.depth}: {report.summary()}")
+    return report
+
+
 def convert_mmdet(state: dict[str, torch.Tensor], target: SipMaskConfig | None = None
                   ) -> tuple[SipMaskConfig, dict[str, torch.Tensor], LoadReport]:
     """Convert an original state dict into a complete sipvis state dict for `target`.
@@ -123,36 +173,13 @@ def convert_mmdet(state: dict[str, torch.Tensor], target: SipMaskConfig | None =
     """
     from sipvis.model.sipmask import SipMaskVIS
 
-    renamed = {}
-    for key, value in state.items():
-        new = mmdet_key_to_sipvis(key)
-        if new is not None:
-            renamed[new] = value
+    renamed = rename_mmdet(state)
     source_cfg = infer_config(renamed)
     cfg = target or source_cfg
     model = SipMaskVIS(cfg)
     model.init_weights()
-    expected = model.state_dict()
-    report = LoadReport()
-    for key, value in renamed.items():
-        if key not in expected:
-            report.unexpected.append(key)
-        elif expected[key].shape != value.shape:
-            if key.startswith(CLASS_DEPENDENT):
-                report.reinitialised.append(key)
-            else:
-                report.mis_shaped.append(f"{key} {tuple(value.shape)} vs {tuple(expected[key].shape)}")
-        else:
-            expected[key] = value.to(expected[key].dtype)
-    for key in expected:
-        if key not in renamed:
-            if key.startswith(TRACKING_BRANCH):
-                report.reinitialised.append(key)
-            else:
-                report.missing.append(key)
-    if not report.ok:
-        raise SipvisError(f"checkpoint does not fit SipMask-VIS R{cfg.depth}: {report.summary()}")
-    return cfg, expected, report
+    report = _load_mmdet_into(model, renamed)
+    return cfg, model.state_dict(), report
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -224,16 +251,6 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     model.load_state_dict(state)
 
 
-def build_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Load a sipvis checkpoint into a ready `SipMaskVIS` in eval mode."""
-    from sipvis.model.sipmask import SipMaskVIS
-
-    cfg, state, _ = load_checkpoint(path)
-    model = SipMaskVIS(cfg)
-    load_state_into(model, state, str(path))
-    return model.eval().to(device)
-
-
 def load_weights(spec: str | Path, progress: bool = True) -> tuple[SipMaskConfig, dict[str, torch.Tensor]]:
     """Any `--weights` value (registry name, URL, sipvis checkpoint, original .pth) -> (config, state_dict).
 
@@ -257,3 +274,57 @@ def load_weights(spec: str | Path, progress: bool = True) -> tuple[SipMaskConfig
     except SipvisError:
         pass  # a read-only location only costs a conversion next time
     return cfg, state
+
+
+def build_model(weights: str | Path, *, overrides: dict | None = None, target: SipMaskConfig | None = None,
+                progress=True) -> tuple[SipMaskVIS, LoadReport]:
+    """The one way from a `--weights` value to a model: registry name, URL, sipvis checkpoint or original
+    mmdet-v1 `.pth` (converted and cached on first use, see `load_weights`).
+
+    Args:
+        weights: the `--weights` value.
+        overrides: config fields to change (e.g. `score_thr`, `max_per_img`), applied to the
+            checkpoint's config, or to `target`'s.
+        target: the config to build instead of the checkpoint's (fine-tuning, e.g. a COCO checkpoint to
+            other classes): a fresh `init_weights` model that takes every tensor that fits; the
+            class-dependent layers and the tracking branch that do not are left fresh and listed in
+            `report.reinitialised`. Anything else that does not fit is a `SipvisError` naming the keys.
+        progress: passed as it is to `resolve_weights` (download progress).
+
+    Returns:
+        (model in eval mode on the CPU, load report).
+    """
+    from sipvis.model.sipmask import SipMaskVIS
+
+    if target is not None:
+        return _build_for_target(weights, replace(target, **(overrides or {})), progress)
+    cfg, state = load_weights(weights, progress=progress)
+    model = SipMaskVIS(replace(cfg, **(overrides or {})))
+    load_state_into(model, state, str(weights))
+    return model.eval(), LoadReport()
+
+
+def _build_for_target(weights: str | Path, cfg: SipMaskConfig, progress) -> tuple[SipMaskVIS, LoadReport]:
+    """`build_model` with a target config: the checkpoint's tensors that fit in a fresh `cfg` model.
+    Original checkpoints are converted for `cfg` directly (no cache: the cache holds the inferred config)."""
+    from sipvis.model.sipmask import SipMaskVIS
+    from sipvis.weights import resolve_weights
+
+    resolved = resolve_weights(str(weights), progress=progress)
+    original = resolved.format != "sipvis"
+    if original:
+        state = rename_mmdet(read_mmdet_checkpoint(resolved.path)[0])
+        infer_config(state)  # another architecture fails here, with its own message
+    else:
+        state = load_checkpoint(resolved.path)[1]
+    model = SipMaskVIS(cfg)
+    model.init_weights()  # the values of the layers that do not fit
+    if original:
+        return model.eval(), _load_mmdet_into(model, state)
+    report = fit_state(model, state)
+    bad = set(report.missing) | {entry.split(" ", 1)[0] for entry in report.mis_shaped}
+    if bad:  # keys the checkpoint has and the model does not are ignored
+        bad_keys = [k for k in model.state_dict() if k in bad]
+        raise SipvisError(f"{weights} does not fit the model: {len(bad_keys)} missing or mis-shaped keys "
+                          f"({', '.join(bad_keys[:3])})")
+    return model.eval(), report

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,6 +72,32 @@ def test_bench_on_a_real_clip_uses_its_size():
     assert (result.width, result.height, result.frames) == (640, 272, 2)
     assert [s.name for s in result.stages] == list(STAGES)
     assert all(s.frames == 2 and s.seconds > 0 for s in result.stages + result.end_to_end)
+
+
+def test_batches_follow_the_batch_size_and_the_frame_size():
+    segmenter = Segmenter(random_model(tiny_config()), "cpu", torch.float32, batch_size=2)
+    small, large = np.zeros((90, 160, 3), np.uint8), np.zeros((96, 170, 3), np.uint8)
+    frames = [segmenter.prepare(image, i) for i, image in enumerate([small, small, small, large, large, small])]
+    assert [[f.index for f in b] for b in segmenter.batches(frames)] == [[0, 1], [2], [3, 4], [5]]
+
+
+def test_stages_are_timed_on_the_segmenters_own_methods(tmp_path, monkeypatch):
+    """The stage timings call the methods `track` composes, once per batch: no copy that could drift."""
+    from collections import Counter
+
+    from sipvis.engine.bench import generate_clip, measure_stages
+
+    segmenter = Segmenter(random_model(tiny_config()), "cpu", torch.float32, batch_size=2)
+    calls: Counter = Counter()
+    for name in ("batches", "preprocess", "forward", "postprocess", "assign_tracks"):
+        def counted(*args, _name=name, _method=getattr(segmenter, name), **kwargs):
+            calls[_name] += 1
+            return _method(*args, **kwargs)
+        monkeypatch.setattr(segmenter, name, counted)
+    clip = generate_clip(tmp_path / "clip.mp4", 160, 96, frames=3)
+    timings, width, height, _ = measure_stages(segmenter, str(clip), 3, tmp_path, warmup=0)
+    assert calls == {"batches": 1, "preprocess": 2, "forward": 2, "postprocess": 2, "assign_tracks": 2}
+    assert (width, height) == (160, 96) and all(t.frames == 3 for t in timings)
 
 
 def test_default_weights_fall_back_to_random_r50(tmp_path, monkeypatch):

@@ -4,16 +4,18 @@ One pass over the input runs the stages one after the other, batch by batch, eac
 
     decode       read and decode one frame (PyAV / OpenCV), no thread
     preprocess   host keep-ratio resize (`Segmenter.prepare`) + upload + normalise/pad on the device
-    network      backbone + FPN + head
-    postprocess  top-k, fast NMS, crop-split masks pasted at the original size (`postprocess`)
-    tracking     the tracker, and the hand-over of the frame's results to the host (`FrameInstances`)
+                 (`Segmenter.preprocess`)
+    network      backbone + FPN + head (`Segmenter.forward`)
+    postprocess  top-k, fast NMS, crop-split masks pasted at the original size (`Segmenter.postprocess`)
+    tracking     the tracker, and the hand-over of the frame's results to the host (`Segmenter.assign_tracks`)
     render       masks, outlines, boxes and captions drawn on the frame (`Renderer`)
     encode       H.264 encoding of the drawn frames (`VideoWriter`, no thread; its final flush included)
 
-Device work is bracketed by `torch.cuda.synchronize`, so a stage is charged for the kernels it
-launched and not for the ones before it. The first batch is run through the model `warmup` times
-(untimed) first: cuDNN algorithm selection, lazy CUDA initialisation and allocator growth would
-otherwise be charged to the first frames.
+The stages are the segmenter's own methods, batched by `Segmenter.batches`, exactly as `track` composes
+them: the benchmark cannot drift from production. Device work is bracketed by `torch.cuda.synchronize`,
+so a stage is charged for the kernels it launched and not for the ones before it. The first batch is
+run through the model `warmup` times (untimed) first: cuDNN algorithm selection, lazy CUDA
+initialisation and allocator growth would otherwise be charged to the first frames.
 
 Then the real pipeline (`track_source`: decode thread, bounded queues, writer thread) runs twice on the
 same frames: to a YouTube-VIS JSON, and to the JSON plus an annotated mp4. Because its stages overlap,
@@ -26,7 +28,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -35,8 +37,6 @@ import numpy as np
 import torch
 
 from sipvis.engine.inference import PreparedFrame, Segmenter
-from sipvis.model.postprocess import Detections, FrameGeometry, postprocess
-from sipvis.model.preprocess import normalize_and_pad
 
 STAGES = ("decode", "preprocess", "network", "postprocess", "tracking", "render", "encode")
 END_TO_END = ("end-to-end json", "end-to-end json+mp4")
@@ -135,127 +135,114 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _ReplayedDetections(Segmenter):
-    """The segmenter with `detect` replaced by detections computed (and timed) beforehand, so that
-    `track_prepared` runs exactly the library's tracking and hand-over code and nothing else."""
+class _StageClock:
+    """The `StageTiming` of every stage, filled as the stages run."""
 
-    def __init__(self, base: Segmenter) -> None:
-        super().__init__(base.model, base.device, base.dtype, base.batch_size)
-        self.pending: Detections | None = None
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.timings = {name: StageTiming(name) for name in STAGES}
 
-    def detect(self, frames: list[PreparedFrame]) -> Detections:
-        if self.pending is None:
-            raise RuntimeError("no detections queued for this batch")
-        dets, self.pending = self.pending, None
-        return dets
+    def add(self, name: str, frames: int, seconds: float) -> None:
+        self.timings[name].frames += frames
+        self.timings[name].seconds += seconds
+
+    def timed(self, name: str, frames: int, fn: Callable, *args):
+        """`fn(*args)`, charged to stage `name` for `frames` frames, device work included."""
+        synchronize(self.device)
+        start = time.perf_counter()
+        out = fn(*args)
+        synchronize(self.device)
+        self.add(name, frames, time.perf_counter() - start)
+        return out
+
+
+def _prepared_frames(segmenter: Segmenter, source, clock: _StageClock) -> Iterator[PreparedFrame]:
+    """The source's frames, each decoded (timed as "decode") and resized on the host (`Segmenter.prepare`,
+    timed as part of "preprocess", whose frames are counted with the batch's device part)."""
+    frames = iter(source)
+    while True:
+        start = time.perf_counter()
+        frame = next(frames, None)
+        if frame is None:
+            return
+        clock.add("decode", 1, time.perf_counter() - start)
+        start = time.perf_counter()
+        prepared = segmenter.prepare(frame.image, frame.index, frame.timestamp, source=frame)
+        clock.add("preprocess", 0, time.perf_counter() - start)
+        yield prepared
+
+
+class _BatchStages:
+    """One batch through every stage after decoding, each timed on its own: the segmenter's stages, then
+    the renderer and the encoder of the annotated video."""
+
+    def __init__(self, segmenter: Segmenter, clock: _StageClock, writer) -> None:
+        from sipvis.io.render import Renderer
+        from sipvis.track.tracker import OriginalTracker
+
+        self.segmenter, self.clock, self.writer = segmenter, clock, writer
+        self.tracker = OriginalTracker()
+        self.renderer = Renderer(segmenter.class_names, alpha=0.5)
+
+    def warm_up(self, batch: list[PreparedFrame], rounds: int) -> None:
+        """The whole path `rounds` times on `batch`, untimed, with a tracker of its own."""
+        from sipvis.track.tracker import OriginalTracker
+
+        for _ in range(rounds):
+            for _ in self.segmenter.track_prepared(batch, OriginalTracker()):
+                pass
+        synchronize(self.segmenter.device)
+
+    def run(self, batch: list[PreparedFrame]) -> int:
+        """Time every stage on `batch`; returns how many instances its frames have."""
+        seg, timed, n = self.segmenter, self.clock.timed, len(batch)
+        images = timed("preprocess", n, seg.preprocess, batch)
+        outputs = timed("network", n, seg.forward, images)
+        dets = timed("postprocess", n, seg.postprocess, outputs, batch)
+        del outputs, images  # the device memory a production batch would have released by now
+        results = timed("tracking", n, lambda: list(seg.assign_tracks(batch, dets, self.tracker)))
+        drawn = timed("render", n, lambda: [self.renderer.draw(f.source.image, inst) for f, inst in results])
+        timed("encode", n, self._encode, drawn, results)
+        return sum(len(inst) for _, inst in results)
+
+    def _encode(self, images: list[np.ndarray], results) -> None:
+        for image, (frame, _) in zip(images, results):
+            self.writer.write(image, frame.source.pts)
 
 
 def measure_stages(segmenter: Segmenter, spec, frames: int, workdir: Path, warmup: int = 1,
                    progress: Progress | None = None) -> tuple[list[StageTiming], int, int, float]:
-    """Time each stage on the first `frames` frames of `spec` (anything `open_source` opens).
+    """Time each stage on the first `frames` frames of `spec` (anything `open_source` opens), batched by
+    `Segmenter.batches`.
 
     Returns (timings in `STAGES` order, width, height, mean detections per frame).
     """
     from sipvis.io.inputs import open_source
-    from sipvis.io.render import Renderer
     from sipvis.io.video_writer import VideoWriter
-    from sipvis.track.tracker import OriginalTracker
 
-    timings = {name: StageTiming(name) for name in STAGES}
-    device, cfg = segmenter.device, segmenter.cfg
-    replay = _ReplayedDetections(segmenter)
-    tracker = OriginalTracker()
-    renderer = Renderer(segmenter.class_names, alpha=0.5)
+    clock = _StageClock(segmenter.device)
     detections = 0
-    warmed = warmup <= 0
-
-    def timed(name: str, n: int, fn, *args):
-        synchronize(device)
-        start = time.perf_counter()
-        out = fn(*args)
-        synchronize(device)
-        timings[name].seconds += time.perf_counter() - start
-        timings[name].frames += n
-        return out
-
-    def upload(prepared: list[PreparedFrame]) -> torch.Tensor:
-        batch = torch.from_numpy(np.stack([p.resized for p in prepared])).to(device, non_blocking=True)
-        return normalize_and_pad(batch, cfg.pixel_mean, cfg.pixel_std, cfg.to_rgb, cfg.size_divisor)
-
-    def prepare(batch) -> tuple[list[PreparedFrame], torch.Tensor]:
-        prepared = [segmenter.prepare(f.image, f.index, f.timestamp, source=f) for f in batch]
-        return prepared, upload(prepared)
-
-    def network(images: torch.Tensor):
-        with torch.autocast(device.type, dtype=segmenter.dtype, enabled=segmenter.dtype != torch.float32):
-            return segmenter.model(images)
-
-    def track(prepared: list[PreparedFrame], dets: Detections):
-        replay.pending = dets
-        return list(replay.track_prepared(prepared, tracker))
-
-    def render(results):
-        return [renderer.draw(frame.source.image, inst) for frame, inst in results]
-
-    def encode(images, results):
-        for image, (frame, _) in zip(images, results):
-            writer.write(image, frame.source.pts)
-
-    def process(batch) -> None:
-        nonlocal detections, warmed
-        if not warmed:  # the whole path once per warm-up round, on this first batch, untimed
-            for _ in range(warmup):
-                prepared = [segmenter.prepare(f.image, f.index, f.timestamp, source=f) for f in batch]
-                for _ in segmenter.track_prepared(prepared, OriginalTracker()):
-                    pass
-            synchronize(device)
-            warmed = True
-        n = len(batch)
-        with torch.inference_mode():
-            prepared, images = timed("preprocess", n, prepare, batch)
-            out = timed("network", n, network, images)
-            geom = FrameGeometry(prepared[0].resized.shape[:2], prepared[0].original, prepared[0].scale)
-            dets = timed("postprocess", n, postprocess, out, geom, cfg)
-            del out, images
-            results = timed("tracking", n, track, prepared, dets)
-        detections += sum(len(inst) for _, inst in results)
-        drawn = timed("render", n, render, results)
-        timed("encode", n, encode, drawn, results)
-        if progress is not None:
-            progress("stages", n)
-
     source = open_source(spec, threaded=False, max_frames=frames)
     try:
         writer = VideoWriter(workdir / "stages.mp4", source.width, source.height, source.fps, source.time_base,
                              threaded=False)
         try:
-            frame_iter = iter(source)
-            batch: list = []
-            while True:
-                start = time.perf_counter()
-                frame = next(frame_iter, None)
-                if frame is None:
-                    break
-                timings["decode"].seconds += time.perf_counter() - start
-                timings["decode"].frames += 1
-                if batch and frame.image.shape != batch[0].image.shape:  # one batch, one frame size
-                    process(batch)
-                    batch = []
-                batch.append(frame)
-                if len(batch) == segmenter.batch_size:
-                    process(batch)
-                    batch = []
-            if batch:
-                process(batch)
+            stages = _BatchStages(segmenter, clock, writer)
+            for i, batch in enumerate(segmenter.batches(_prepared_frames(segmenter, source, clock))):
+                if i == 0 and warmup > 0:
+                    stages.warm_up(batch, warmup)
+                detections += stages.run(batch)
+                if progress is not None:
+                    progress("stages", len(batch))
         finally:
             start = time.perf_counter()
             writer.close()  # the encoder's buffered frames are encoded here
-            timings["encode"].seconds += time.perf_counter() - start
+            clock.add("encode", 0, time.perf_counter() - start)
         width, height = source.width, source.height
     finally:
         source.close()
-    total = timings["decode"].frames
-    return [timings[name] for name in STAGES], width, height, detections / max(total, 1)
+    total = clock.timings["decode"].frames
+    return [clock.timings[name] for name in STAGES], width, height, detections / max(total, 1)
 
 
 def measure_end_to_end(segmenter: Segmenter, spec, frames: int, workdir: Path, video: bool,

@@ -16,7 +16,9 @@ import torch
 
 from sipvis.errors import SipvisError
 from sipvis.model.config import SipMaskConfig
-from sipvis.model.postprocess import Detections, FrameGeometry, postprocess
+from sipvis.model.head import HeadOutputs
+from sipvis.model.postprocess import Detections, FrameGeometry
+from sipvis.model.postprocess import postprocess as decode_detections
 from sipvis.model.preprocess import normalize_and_pad, resize_frame
 from sipvis.model.sipmask import SipMaskVIS
 from sipvis.results import FrameInstances
@@ -90,11 +92,16 @@ class PreparedFrame:
 class Segmenter:
     """A SipMask-VIS model ready for inference.
 
+    One batch goes through named stages, which `track_prepared` composes and `sipvis bench` times:
+    `prepare` (host resize, per frame) -> `batches` -> `preprocess` (upload, normalise, pad) -> `forward`
+    (the network) -> `postprocess` (detections and masks) -> `assign_tracks` (the tracker, results to
+    the host).
+
     Args:
         model: the network (moved to `device`, eval mode).
         device: where the network and post-processing run.
         dtype: compute precision of the network (post-processing is float32).
-        batch_size: frames per forward pass.
+        batch_size: frames per forward pass; 0 picks the device's default (`default_batch_size`).
     """
 
     def __init__(self, model: SipMaskVIS, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -103,21 +110,22 @@ class Segmenter:
         self.model = model.eval().to(self.device)
         self.cfg: SipMaskConfig = model.cfg
         self.dtype = dtype
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = max(1, int(batch_size or default_batch_size(self.device)))
         if dtype == torch.float32:
             use_exact_fp32(self.device)
 
     @classmethod
     def from_checkpoint(cls, weights, device: str = "auto", precision: str = "auto", batch_size: int = 1,
-                        progress: bool = True) -> "Segmenter":
-        """Any `--weights` value: registry name, URL, sipvis checkpoint or the original `.pth`."""
-        from sipvis.checkpoint import load_state_into, load_weights
+                        progress=True, overrides: dict | None = None) -> "Segmenter":
+        """Any `--weights` value: registry name, URL, sipvis checkpoint or the original `.pth`, built by
+        `sipvis.checkpoint.build_model` with the config `overrides` (e.g. score_thr, max_per_img).
+        Device and precision are checked before the weights are fetched."""
+        from sipvis.checkpoint import build_model
 
         dev = resolve_device(device)
-        cfg, state = load_weights(weights, progress=progress)
-        model = SipMaskVIS(cfg)
-        load_state_into(model, state, str(weights))
-        return cls(model, dev, resolve_precision(precision, dev), batch_size)
+        dtype = resolve_precision(precision, dev)
+        model, _ = build_model(weights, overrides=overrides, progress=progress)
+        return cls(model, dev, dtype, batch_size)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -129,23 +137,50 @@ class Segmenter:
         resized, scale = resize_frame(image, self.cfg.max_size)
         return PreparedFrame(index, resized, scale, image.shape[:2], timestamp, source)
 
+    def batches(self, frames: Iterable[PreparedFrame]) -> Iterator[list[PreparedFrame]]:
+        """Group frames in order, `batch_size` at a time; a size change (a stream) starts a new batch.
+        A batch is yielded as soon as it is complete, before the next frame is taken."""
+        batch: list[PreparedFrame] = []
+        for frame in frames:
+            if batch and frame.original != batch[0].original:
+                yield batch
+                batch = []
+            batch.append(frame)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    @torch.inference_mode()
+    def preprocess(self, frames: list[PreparedFrame]) -> torch.Tensor:
+        """Upload a batch of frames of one size and normalise/pad it -> (B, 3, Hp, Wp) float32 on the device."""
+        if any(f.original != frames[0].original for f in frames):
+            raise ValueError("all frames of a batch must have the same size")
+        batch = torch.from_numpy(np.stack([f.resized for f in frames])).to(self.device, non_blocking=True)
+        return normalize_and_pad(batch, self.cfg.pixel_mean, self.cfg.pixel_std, self.cfg.to_rgb,
+                                 self.cfg.size_divisor)
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> HeadOutputs:
+        """The network on (B, 3, Hp, Wp) images, at the segmenter's precision -> raw `HeadOutputs`."""
+        with self._autocast():
+            return self.model(images)
+
+    @torch.inference_mode()
+    def postprocess(self, outputs: HeadOutputs, frames: list[PreparedFrame]) -> Detections:
+        """Raw outputs of `frames` (one size) -> padded `Detections` on the device, at the original size."""
+        geom = FrameGeometry(frames[0].resized.shape[:2], frames[0].original, frames[0].scale)
+        return decode_detections(outputs, geom, self.cfg)
+
+    def detect(self, frames: list[PreparedFrame]) -> Detections:
+        """`preprocess`, `forward` and `postprocess` of frames of one size."""
+        return self.postprocess(self.forward(self.preprocess(frames)), frames)
+
     def _autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
-
-    @torch.inference_mode()
-    def detect(self, frames: list[PreparedFrame]) -> Detections:
-        """Network + post-processing for frames of one size -> padded `Detections` on the device."""
-        geom = FrameGeometry(frames[0].resized.shape[:2], frames[0].original, frames[0].scale)
-        if any(f.original != geom.original for f in frames):
-            raise ValueError("all frames of a batch must have the same size")
-        batch = torch.from_numpy(np.stack([f.resized for f in frames])).to(self.device, non_blocking=True)
-        images = normalize_and_pad(batch, self.cfg.pixel_mean, self.cfg.pixel_std, self.cfg.to_rgb,
-                                   self.cfg.size_divisor)
-        with self._autocast():
-            out = self.model(images)
-        return postprocess(out, geom, self.cfg)
 
     def track(self, frames: Iterable[np.ndarray | PreparedFrame], tracker: OriginalTracker | None = None
               ) -> Iterator[FrameInstances]:
@@ -157,21 +192,13 @@ class Segmenter:
     def track_prepared(self, frames: Iterable[PreparedFrame], tracker: OriginalTracker
                        ) -> Iterator[tuple[PreparedFrame, FrameInstances]]:
         """Like `track`, for frames already prepared, yielding each frame with its instances."""
-        batch: list[PreparedFrame] = []
-        for frame in frames:
-            if batch and frame.original != batch[0].original:  # a size change (stream) starts a new batch
-                yield from self._track_batch(batch, tracker)
-                batch = []
-            batch.append(frame)
-            if len(batch) == self.batch_size:
-                yield from self._track_batch(batch, tracker)
-                batch = []
-        if batch:
-            yield from self._track_batch(batch, tracker)
+        for batch in self.batches(frames):
+            yield from self.assign_tracks(batch, self.detect(batch), tracker)
 
-    def _track_batch(self, batch: list[PreparedFrame], tracker: OriginalTracker
-                     ) -> Iterator[tuple[PreparedFrame, FrameInstances]]:
-        dets = self.detect(batch)
+    def assign_tracks(self, batch: list[PreparedFrame], dets: Detections, tracker: OriginalTracker
+                      ) -> Iterator[tuple[PreparedFrame, FrameInstances]]:
+        """The tracker on a batch's detections, frame by frame, and the hand-over to the host: yields each
+        frame with its `FrameInstances` (1-based track ids; detections the tracker hides left out)."""
         counts = dets.valid.sum(1).tolist()  # valid slots come first: one sync per batch
         k = max(counts)
         # results cross to the host once per batch; the tracker works on the device copies

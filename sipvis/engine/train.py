@@ -346,26 +346,14 @@ def inference_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_init_weights(model: SipMaskVIS, spec: str) -> list[str]:
-    """Initialise `model` from any --weights value; returns the keys left freshly initialised."""
-    from sipvis.checkpoint import (CLASS_DEPENDENT, TRACKING_BRANCH, convert_mmdet, load_checkpoint,
-                                   read_mmdet_checkpoint)
-    from sipvis.weights import resolve_weights
+    """Initialise `model` from any --weights value (`build_model` with the model's config as target).
+    Returns the keys left freshly initialised: those keep `model`'s own initial values."""
+    from sipvis.checkpoint import build_model
 
-    resolved = resolve_weights(spec)
-    if resolved.format == "sipvis":
-        _, state, _ = load_checkpoint(resolved.path)
-    else:
-        raw, _ = read_mmdet_checkpoint(resolved.path)
-        _, state, report = convert_mmdet(raw, target=model.cfg)
-        state = {k: v for k, v in state.items() if k not in set(report.reinitialised)}
-    expected = model.state_dict()
-    fresh = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
-    bad = [k for k in fresh if not k.startswith(CLASS_DEPENDENT + TRACKING_BRANCH)]
-    if bad:
-        raise SipvisError(f"{spec} does not fit the model: {len(bad)} missing or mis-shaped keys "
-                          f"({', '.join(bad[:3])})")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected and k not in fresh}, strict=False)
-    return fresh
+    loaded, report = build_model(spec, target=model.cfg)
+    fresh = set(report.reinitialised)
+    model.load_state_dict({k: v for k, v in loaded.state_dict().items() if k not in fresh}, strict=False)
+    return [k for k in model.state_dict() if k in fresh]
 
 
 def create_model(run: RunConfig, class_names: tuple[str, ...], initialise: bool = True
