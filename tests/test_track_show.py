@@ -41,7 +41,7 @@ def test_q_in_the_window_stops_cleanly(tmp_path):
     source = open_source(require(REFERENCE / "clip_a" / "frames"), threaded=False)
     window = ScriptedWindow(quit_after=2)
     tracker = OriginalTracker()
-    sinks = [WindowSink(lambda: window, segmenter.class_names), ResultsJson(tmp_path / "o.json").video(1, tracker)]
+    sinks = [WindowSink(lambda: window, segmenter.class_names), ResultsJson(tmp_path / "o.json").video(1)]
     track_source(source, segmenter, sinks, tracker)
     assert window.closed_called and len(window.shown) == 2
     frame0 = next(iter(open_source(REFERENCE / "clip_a" / "frames", threaded=False))).image
