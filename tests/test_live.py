@@ -502,7 +502,7 @@ def test_unwritable_output_is_one_line_and_nothing_else(tiny_weights, tmp_path, 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_first_ctrl_c_asks_to_stop_between_frames_second_interrupts():
     """The first signal must not raise inside the loop (it could land between a frame's outputs)."""
-    from sipvis.cli.live import _StopSignals
+    from sipvis.engine.live_run import StopSignals as _StopSignals
 
     before = signal.getsignal(signal.SIGINT)
     with _StopSignals() as stop:
