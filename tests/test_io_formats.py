@@ -132,3 +132,34 @@ def test_sink_errors_are_one_line(tmp_path) -> None:
         MotsTxtSink(blocker / "out.txt")
     with pytest.raises(SipvisError, match="is a file, not a folder"):
         InstancePngSink(blocker / "png")
+
+
+def test_results_json_applies_the_score_corrections_the_frames_carry(tmp_path) -> None:
+    """The original tracker's first-frame quirk reaches the JSON as plain data on the instances."""
+    import json
+
+    from sipvis.io.sinks import ResultsJson
+
+    def frame(index: int, score: float, corrections: dict) -> FrameInstances:
+        inst = instances(index, [(0, 0, 10, 10)], [1], [score], h=20, w=20)
+        inst.score_corrections = corrections
+        return inst
+
+    for quirk, expected in ((True, (0.2 + 0.6) / 2), (False, (0.4 + 0.6) / 2)):
+        out = tmp_path / f"{quirk}.json"
+        sink = ResultsJson(out).video(1, first_frame_quirk=quirk)
+        sink.write(None, frame(5, 0.4, {}))
+        sink.write(None, frame(6, 0.6, {(5, 1): 0.2, (3, 1): 0.9}))  # frame 3 was not written: ignored
+        sink.close()
+        (entry,) = json.loads(out.read_text())
+        assert entry["score"] == pytest.approx(expected)
+
+
+def test_io_imports_neither_torch_nor_the_tracker_nor_the_engine() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, sipvis.io, sipvis.io.sinks, sipvis.io.formats; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('sipvis.track', 'sipvis.engine'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

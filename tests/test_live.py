@@ -32,7 +32,7 @@ from sipvis.engine.live import END_OF_INPUT, INPUT_LOST, STOPPED, STREAM_LOST, L
 from sipvis.errors import SipvisError
 from sipvis.io.inputs import open_source
 from sipvis.io.render import Renderer
-from sipvis.io.source import FrameSource, RawFrame, Window
+from sipvis.io.source import FrameRange, FrameSource, RawFrame
 from sipvis.model.config import SipMaskConfig
 from sipvis.model.postprocess import Detections
 from sipvis.results import FrameInstances
@@ -142,7 +142,7 @@ class FakeStream(FrameSource):
     """A live source that delivers `n` frames of 64x48 and then ends (the connection dropped)."""
 
     def __init__(self, n: int, value: int) -> None:
-        super().__init__(Window(), threaded=False)
+        super().__init__(FrameRange(), threaded=False)
         self.name, self.spec, self.width, self.height = "cam", "rtsp://cam/stream", 64, 48
         self.fps, self.is_live, self.n, self.value = Fraction(25), True, n, value
 

@@ -368,3 +368,10 @@ def test_config_validation_in_library() -> None:
     one = SynthConfig(videos=1, frames=1, clips=False)
     frames, instances = render_video(one, 0)
     assert len(frames) == 1 and all(len(i.masks) == 1 for i in instances)
+
+
+def test_progress_callback_counts_videos(tmp_path: Path) -> None:
+    calls = []
+    generate(tmp_path, SynthConfig(videos=3, frames=2, seed=0, width=96, height=64, clips=False),
+             progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]

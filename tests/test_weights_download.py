@@ -445,3 +445,13 @@ def test_cli_download_errors_are_one_line(base):
     result = runner.invoke(cli, ["weights", "download", "./local.pth"])
     assert result.exit_code == 1
     assert "is neither a registry name" in result.output
+
+
+def test_progress_callback_sees_every_byte_of_a_resumed_transfer(base, server, tmp_path):
+    """The library draws nothing: it reports (label, bytes done, total) from where the transfer resumes."""
+    dest = tmp_path / "w.pth"
+    dest.with_name("w.pth.part").write_bytes(DATA[:12345])
+    calls = []
+    weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=lambda *a: calls.append(a))
+    assert calls[0] == ("w.pth", 12345, len(DATA)) and calls[-1] == ("w.pth", len(DATA), len(DATA))
+    assert all(b[1] >= a[1] for a, b in zip(calls, calls[1:]))
