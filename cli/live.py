@@ -72,7 +72,7 @@ def command(camera, source, width, height, fps, realtime, weights, device, preci
         opened[0].close()
         raise
     run(opened, segmenter, keep, realtime=realtime, drop=not no_drop, output=output, json_path=json_path,
-        window=not no_window, duration=duration, reconnect=reconnect)
+        show_window=not no_window, duration=duration, reconnect=reconnect)
 
 
 def open_input(camera, source, width, height, fps):
@@ -132,7 +132,7 @@ def _device_text(segmenter) -> str:
 
 
 def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: str | None, json_path: str | None,
-        window: bool, duration: float | None, reconnect: int, snapshot_dir: str | Path = ".") -> str:
+        show_window: bool, duration: float | None, reconnect: int, snapshot_dir: str | Path = ".") -> str:
     """Run the live loop (`sipvis.engine.live_run.LiveRun`) in a window or headless, printing what happens;
     outputs are finished in every case.
 
@@ -154,14 +154,14 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
                    on_event=lambda m: console.print(m))
     hud = _Hud(_device_text(segmenter))
     try:
-        view = _LiveView(_Window(WINDOW), live, hud, console) if window else None
+        view = _LiveView(_Window(WINDOW), live, hud, console) if show_window else None
     except BaseException:
         source.close()
         raise
 
     def started() -> None:
         console.print(f"{source.name}: {source.width}x{source.height} @ {float(source.fps):.3g} fps on "
-                      f"{hud.device_text}" + (f"; keys: {KEYS_HELP}" if window else ""))
+                      f"{hud.device_text}" + (f"; keys: {KEYS_HELP}" if show_window else ""))
 
     def status(elapsed: float) -> None:
         console.print(_status_line(live.metrics, elapsed, live.shown, hud.device_text, live.paused))

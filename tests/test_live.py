@@ -185,7 +185,7 @@ def test_lost_camera_ends_cleanly_and_keeps_the_recording(tmp_path):
     out = tmp_path / "rec.mp4"
     with pytest.raises(SipvisError, match="stopped delivering frames"):
         run((camera, None), SlowSegmenter(0.0), None, realtime=False, drop=True, output=str(out),
-            json_path=str(tmp_path / "r.json"), window=False, duration=None, reconnect=0)
+            json_path=str(tmp_path / "r.json"), show_window=False, duration=None, reconnect=0)
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) >= 1
     assert isinstance(json.loads((tmp_path / "r.json").read_text()), list)
@@ -253,7 +253,7 @@ def test_window_keys_snapshot_record_pause_quit(tmp_path, monkeypatch):
     source = open_source(bikes(), threaded=False)
     model = SlowSegmenter(0.01)
     reason = live.run((source, None), model, None, realtime=True, drop=True, output=str(tmp_path / "rec.mp4"),
-                      json_path=str(tmp_path / "run.json"), window=True, duration=30, reconnect=0,
+                      json_path=str(tmp_path / "run.json"), show_window=True, duration=30, reconnect=0,
                       snapshot_dir=snaps)
     assert reason == STOPPED  # by q, long before --duration
     window = FakeWindow.last

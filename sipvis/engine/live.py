@@ -122,9 +122,9 @@ class LiveMetrics:
         return latency
 
     @staticmethod
-    def _rate(times: deque[float], now: float, window: float = 2.0) -> float:
+    def _rate(times: deque[float], now: float, horizon: float = 2.0) -> float:
         """Events per second over the recent ones (at least the last two); 0 once they stop coming."""
-        with_time = [t for t in times if now - t <= window] or list(times)[-2:]
+        with_time = [t for t in times if now - t <= horizon] or list(times)[-2:]
         if len(with_time) < 2:
             return 0.0
         span = with_time[-1] - with_time[0]
