@@ -26,6 +26,7 @@ def command(out_dir: Path, seed: int, frames: int, weights: str, device: str, sc
     from sipvis.errors import SipvisError
     from sipvis.engine.pipeline import OutputFilter
     from sipvis.cli.track import run_all
+    from sipvis.io.source import FrameRange
 
     segmenter, _ = build_segmenter(weights, device, "auto", score_thr=score_thr, progress=not quiet)
     names = segmenter.class_names
@@ -39,7 +40,7 @@ def command(out_dir: Path, seed: int, frames: int, weights: str, device: str, sc
     clip = out_dir / "synthetic_clip.mp4"
     write_mp4(clip, clip_frames, cfg.fps)
     outputs = (str(out_dir / "tracked.mp4"), str(out_dir / "tracked.json"))
-    run_all([str(clip)], outputs, (), segmenter, OutputFilter(), {}, trails=True, quiet=quiet)
+    run_all([str(clip)], outputs, (), segmenter, OutputFilter(), FrameRange(), None, trails=True, quiet=quiet)
     click.echo(f"input clip:      {clip}")
     click.echo(f"annotated video: {outputs[0]}")
     click.echo(f"results JSON:    {outputs[1]}")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import sys
-import time
 from pathlib import Path
 
 import click
@@ -15,7 +12,6 @@ from sipvis.cli._window import check_display
 
 WINDOW = "sipvis live"
 KEYS_HELP = "q/Esc quit, space pause, s snapshot, r record"
-STATUS_EVERY_S = 1.0
 
 
 @click.command("live")
@@ -76,7 +72,7 @@ def command(camera, source, width, height, fps, realtime, weights, device, preci
         opened[0].close()
         raise
     run(opened, segmenter, keep, realtime=realtime, drop=not no_drop, output=output, json_path=json_path,
-        window=not no_window, duration=duration, reconnect=reconnect)
+        show_window=not no_window, duration=duration, reconnect=reconnect)
 
 
 def open_input(camera, source, width, height, fps):
@@ -135,47 +131,10 @@ def _device_text(segmenter) -> str:
     return f"{segmenter.device} {precision_name(segmenter.dtype)}"
 
 
-class _StopSignals:
-    """While the live loop runs, a first Ctrl-C (or `kill`) asks it to stop between two frames, so every
-    frame the model finished reaches the recording and the JSON; a second one interrupts at once.
-
-    (A KeyboardInterrupt raised in the middle of writing a frame's outputs lost that frame: the summary
-    counted it as processed, the JSON and the recording did not have it.)
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict = {}
-
-    def install(self) -> "_StopSignals":
-        signals = [signal.SIGINT] + ([signal.SIGTERM] if sys.platform != "win32" else [])
-        for sig in signals:
-            try:
-                self._previous[sig] = signal.signal(sig, self._on_signal)
-            except ValueError:  # not in the main thread (library use): Ctrl-C stays a KeyboardInterrupt
-                break
-        return self
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous.clear()
-
-    def __enter__(self) -> "_StopSignals":
-        return self.install()
-
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
-
-
 def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: str | None, json_path: str | None,
-        window: bool, duration: float | None, reconnect: int, snapshot_dir: str | Path = ".") -> str:
-    """Run the live loop until the input ends, q/Esc, --duration or Ctrl-C; outputs are finished in every case.
+        show_window: bool, duration: float | None, reconnect: int, snapshot_dir: str | Path = ".") -> str:
+    """Run the live loop (`sipvis.engine.live_run.LiveRun`) in a window or headless, printing what happens;
+    outputs are finished in every case.
 
     Args:
         opened: (source, reopen) from `open_input`.
@@ -186,143 +145,79 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
     """
     from rich.console import Console
 
-    from sipvis.engine.live import INPUT_LOST, INTERRUPTED, STOPPED, STREAM_LOST, LiveStream, Recorder, write_snapshot
-    from sipvis.engine.pipeline import OutputFilter
-    from sipvis.errors import SipvisError
-    from sipvis.io.camera import CameraSource
-    from sipvis.io.render import Renderer
-    from sipvis.io.sinks import ResultsJson
+    from sipvis.engine.live_run import LiveRun
 
     source, reopen = opened
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    is_camera = isinstance(source, CameraSource)
-    # drop frames where they arrive on their own clock; a file read as fast as possible can wait for the model
-    live_clock = source.is_live or realtime
-    stream = LiveStream(source, segmenter, drop=drop and live_clock, realtime=realtime, reopen=reopen,
-                        output_filter=OutputFilter(keep_classes), on_event=lambda m: console.print(m),
-                        reconnect_attempts=reconnect)
-    renderer = Renderer(segmenter.class_names, alpha=0.5)
-    recorder = Recorder(output, source.width, source.height, source.fps,
-                        source_clock=None if source.is_live else source.time_base, folder=snapshot_dir)
-    json_sink = ResultsJson(json_path).video(1, stream.tracker) if json_path else None
+    live = LiveRun(source, segmenter, keep_classes, reopen=reopen, realtime=realtime, drop=drop, output=output,
+                   json_path=json_path, duration=duration, reconnect=reconnect, snapshot_dir=snapshot_dir,
+                   on_event=lambda m: console.print(m))
     hud = _Hud(_device_text(segmenter))
-    shown_frame = None  # (annotated image, result) on screen now, for snapshots and pause
-    state = {"quit": False}
-
     try:
-        gui = _Window(WINDOW) if window else None
+        view = _LiveView(_Window(WINDOW), live, hud, console) if show_window else None
     except BaseException:
         source.close()
         raise
-    stop_signals = _StopSignals().install()
 
-    def handle(result) -> None:
-        nonlocal shown_frame
-        annotated = renderer.draw(result.frame.image, result.instances)
-        recorder.write(annotated, result)
-        if json_sink is not None:
-            json_sink.write(result.frame, result.instances)
-        shown_frame = (annotated, result)
-        if gui is not None:
-            gui.show(_Hud.draw(annotated.copy(), hud.lines(stream.metrics, len(result.instances),
-                                                            recorder.recording, stream.paused)))
-        stream.shown(result)
+    def started() -> None:
+        console.print(f"{source.name}: {source.width}x{source.height} @ {float(source.fps):.3g} fps on "
+                      f"{hud.device_text}" + (f"; keys: {KEYS_HELP}" if show_window else ""))
 
-    def on_key(key: int) -> None:
+    def status(elapsed: float) -> None:
+        console.print(_status_line(live.metrics, elapsed, live.shown, hud.device_text, live.paused))
+
+    try:
+        return live.run(view, on_started=started, on_status=status)
+    finally:
+        if live.stream.started:
+            console.print(f"{source.name}: {live.metrics.summary()} ({live.stream.end_reason or 'error'})")
+        for path in live.recorder.files:
+            if path.exists():
+                console.print(f"recording: {path}")
+        if json_path and Path(json_path).exists():
+            console.print(f"results: {json_path}")
+
+
+class _LiveView:
+    """The window of a live run: each frame with the HUD over it, and the keys mapped to the run's requests."""
+
+    def __init__(self, gui, live, hud: _Hud, console) -> None:
+        self.gui = gui
+        self.live = live
+        self.hud = hud
+        self.console = console
+
+    def show(self, annotated, result) -> None:
+        lines = self.hud.lines(self.live.metrics, len(result.instances), self.live.recording, self.live.paused)
+        self.gui.show(_Hud.draw(annotated.copy(), lines))
+
+    def poll(self) -> None:
+        key = self.gui.poll()
+        if key >= 0:
+            self.on_key(key)
+        if self.gui.closed():
+            self.live.quit()
+
+    def on_key(self, key: int) -> None:
+        live, console = self.live, self.console
         if key in (ord("q"), ord("Q"), 27):
-            state["quit"] = True
+            live.quit()
         elif key == ord(" "):
-            stream.paused = not stream.paused
-            console.print("paused" if stream.paused else "resumed")
-            if shown_frame is not None:
-                annotated, result = shown_frame
-                gui.show(_Hud.draw(annotated.copy(), hud.lines(stream.metrics, len(result.instances),
-                                                                recorder.recording, stream.paused)))
+            console.print("paused" if live.toggle_pause() else "resumed")
+            if live.shown is not None:
+                self.show(*live.shown)
         elif key in (ord("s"), ord("S")):
-            if shown_frame is None:
-                console.print("snapshot: no frame yet")
-            else:
-                annotated, result = shown_frame
-                png, js = write_snapshot(snapshot_dir, annotated, result.instances, segmenter.class_names,
-                                         source.name)
-                console.print(f"snapshot: {png}, {js}")
+            saved = live.snapshot()
+            console.print("snapshot: no frame yet" if saved is None else f"snapshot: {saved[0]}, {saved[1]}")
         elif key in (ord("r"), ord("R")):
-            recording, path = recorder.toggle()
+            recording, path = live.toggle_recording()
             if recording:
                 console.print(f"recording to {path}")
             else:
                 console.print(f"recording saved: {path}" if path else "recording stopped (no frame)")
 
-    reason = None
-    stopping = False
-    start = time.perf_counter()
-    next_status = start + STATUS_EVERY_S
-    try:
-        if output:
-            recorder.start()
-        console.print(f"{source.name}: {source.width}x{source.height} @ {float(source.fps):.3g} fps on "
-                      f"{hud.device_text}" + (f"; keys: {KEYS_HELP}" if window else ""))
-        with stream:
-            try:
-                for result in stream.results(timeout=0.02 if gui is not None else 0.05):
-                    if result is not None:
-                        handle(result)
-                    now = time.perf_counter()
-                    if gui is not None:
-                        key = gui.poll()
-                        if key >= 0:
-                            on_key(key)
-                        if gui.closed():
-                            state["quit"] = True
-                    elif now >= next_status:
-                        next_status += STATUS_EVERY_S * max(1, int((now - next_status) // STATUS_EVERY_S) + 1)
-                        console.print(_status_line(stream.metrics, now - start, shown_frame, hud.device_text,
-                                                   stream.paused))
-                    timed_out = duration is not None and now - start >= duration
-                    if not stopping and (stop_signals.requested or state["quit"] or timed_out):
-                        # the frame the model holds still comes out, then the loop ends
-                        stream.stop(INTERRUPTED if stop_signals.requested else STOPPED)
-                        stopping = True
-            except KeyboardInterrupt:  # a second Ctrl-C, or library use outside the main thread
-                stream.stop(INTERRUPTED)
-                try:  # what the model already holds still reaches the outputs
-                    for result in stream.results(timeout=0.05):
-                        if result is not None:
-                            recorder.write(renderer.draw(result.frame.image, result.instances), result)
-                            if json_sink is not None:
-                                json_sink.write(result.frame, result.instances)
-                            stream.shown(result)
-                except KeyboardInterrupt:
-                    pass
-        reason = stream.end_reason
-    finally:
-        stream.close()  # also when it never started (an unwritable --output)
-        stop_signals.restore()
-        if gui is not None:
-            gui.close()
-        errors = []
-        for close in (recorder.close, json_sink.close if json_sink is not None else None):
-            if close is None:
-                continue
-            try:
-                close()
-            except SipvisError as exc:
-                errors.append(exc)
-        if stream.started:
-            console.print(f"{source.name}: {stream.metrics.summary()} ({stream.end_reason or 'error'})")
-        for path in recorder.files:
-            if path.exists():
-                console.print(f"recording: {path}")
-        if json_path and Path(json_path).exists():
-            console.print(f"results: {json_path}")
-        if errors:
-            raise errors[0]
-    if reason == INPUT_LOST:
-        what = f"camera {source.device}" if is_camera else source.name
-        raise SipvisError(f"{what} stopped delivering frames (disconnected?); outputs saved")
-    if reason == STREAM_LOST:
-        raise SipvisError(f"{source.name}: the stream was lost and could not be reopened; outputs saved")
-    return reason
+    def close(self) -> None:
+        self.gui.close()
 
 
 def _status_line(metrics, elapsed: float, shown_frame, device_text: str, paused: bool) -> str:

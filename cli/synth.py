@@ -51,6 +51,7 @@ def command(
       sipvis synth data/synth --videos 20 --frames 36 --seed 0 --split train
       sipvis synth data/synth --videos 5 --seed 1 --split valid --no-clips
     """
+    from sipvis.cli._progress import count_bar
     from sipvis.data.synth import SynthConfig, generate
 
     width, height = parse_size(size)
@@ -58,7 +59,8 @@ def command(
         videos=videos, frames=frames, seed=seed, split=split, width=width, height=height,
         classes=parse_classes(classes), clips=clips,
     )
-    ann_path = generate(out, cfg, progress=not quiet)
+    with count_bar(f"synth {cfg.split}", "videos", enabled=not quiet) as progress:
+        ann_path = generate(out, cfg, progress=progress)
     if not quiet:
         import json
 

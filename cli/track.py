@@ -2,68 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import click
 
 from sipvis.cli._model_options import build_segmenter, model_options
 from sipvis.cli._options import split_commas
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".avi"}
 FORMATS = ("video", "json", "png", "mots")
 TRACKERS = ("original",)
-
-
-@dataclass
-class OutputPlan:
-    """Where each input's outputs go. `json_all` is one results file shared by every input."""
-
-    per_input: list[dict[str, Path]] = field(default_factory=list)
-    json_all: Path | None = None
-
-
-def plan_outputs(names: list[str], outputs: tuple[str, ...], formats: tuple[str, ...]) -> OutputPlan:
-    """Decide the output paths. A file `-o` (by extension) is one output; any other `-o` is a folder that
-    receives `<name>.mp4`, `<name>.json`, `<name>_png/`, `<name>.txt` for the formats asked (default:
-    video and json). Several inputs share one .json file (video ids in input order)."""
-    from sipvis.errors import SipvisError
-
-    plan = OutputPlan(per_input=[{} for _ in names])
-    for out in outputs:
-        path = Path(out)
-        suffix = path.suffix.lower()
-        kind = "video" if suffix in VIDEO_SUFFIXES else {".json": "json", ".txt": "mots"}.get(suffix)
-        if kind == "json" and len(names) > 1:
-            plan.json_all = path
-        elif kind is not None:
-            if len(names) > 1:
-                raise SipvisError(f"-o {out}: with {len(names)} inputs, give a folder (one output per input) "
-                                  "or a .json file (all videos in one results file)")
-            if formats and kind not in formats:
-                raise SipvisError(f"-o {out} is a {kind} file but --format asks for {','.join(formats)}")
-            plan.per_input[0][kind] = path
-        elif suffix and not out.endswith(("/", "\\")) and not path.is_dir():
-            raise SipvisError(f"-o {out}: unknown output type {suffix!r}; use .mp4/.mkv/.mov/.avi (video), "
-                              ".json (YouTube-VIS results), .txt (MOTS), or a folder")
-        else:
-            unique = _unique_names(names)
-            for slot, name in zip(plan.per_input, unique):
-                for kind in formats or ("video", "json"):
-                    slot[kind] = path / {"video": f"{name}.mp4", "json": f"{name}.json", "png": f"{name}_png",
-                                         "mots": f"{name}.txt"}[kind]
-    return plan
-
-
-def _unique_names(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        safe = re.sub(r"[^\w.-]+", "_", name) or "input"
-        seen[safe] = seen.get(safe, 0) + 1
-        unique.append(safe if seen[safe] == 1 else f"{safe}_{seen[safe]}")
-    return unique
 
 
 @click.command("track")
@@ -99,6 +44,7 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
     from sipvis.engine.pipeline import OutputFilter
     from sipvis.errors import SipvisError
     from sipvis.io.inputs import expand_inputs
+    from sipvis.io.source import FrameRange
 
     formats = split_commas(formats)
     unknown = [f for f in formats if f not in FORMATS]
@@ -113,109 +59,32 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
     specs = expand_inputs(list(inputs))
     segmenter, keep_classes = build_segmenter(weights, device, precision, batch, score_thr, max_dets, class_filter,
                                               progress=not quiet)
-    run_all(specs, outputs, formats, segmenter, OutputFilter(keep_classes),
-            dict(vid_stride=vid_stride, start=start, end=end, max_frames=max_frames, fps=fps), trails, quiet, show)
+    frame_range = FrameRange(start, end, vid_stride, max_frames)
+    run_all(specs, outputs, formats, segmenter, OutputFilter(keep_classes), frame_range, fps, trails, quiet, show)
 
 
-def run_all(specs, outputs, formats, segmenter, output_filter, window: dict, trails: bool, quiet: bool,
-            show: bool = False) -> None:
-    """Open each input, plan its outputs, run the pipeline with a progress bar, print where results are."""
+def run_all(specs, outputs, formats, segmenter, output_filter, frame_range, fps: float | None, trails: bool,
+            quiet: bool, show: bool = False) -> None:
+    """Track every input (`sipvis.engine.track_run.track_inputs`) with a progress bar per input, and print
+    where the results are."""
     from rich.console import Console
 
-    from sipvis.engine.pipeline import track_source
-    from sipvis.io.inputs import open_source
-    from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, WindowSink
-    from sipvis.track.tracker import OriginalTracker
+    from sipvis.cli._progress import frames_bar
+    from sipvis.engine.track_run import track_inputs
 
     console = Console(stderr=True, quiet=quiet)
-    sources = []
-    try:
-        for spec in specs:
-            sources.append(open_source(spec, threaded=False, **window))
-        plan = plan_outputs([s.name for s in sources], outputs, formats)
-        shared_json = ResultsJson(plan.json_all) if plan.json_all else None
-        for video_id, (source, paths) in enumerate(zip(sources, plan.per_input), start=1):
-            tracker = OriginalTracker()
-            sinks = []
-            try:
-                if shared_json is not None:
-                    sinks.append(shared_json.video(video_id, tracker))
-                if "json" in paths:
-                    sinks.append(ResultsJson(paths["json"]).video(1, tracker))
-                if "video" in paths:
-                    sinks.append(AnnotatedVideoSink(paths["video"], source, segmenter.class_names, trails))
-                sinks.extend(_format_sinks(paths, source, segmenter.class_names))
-                if show:
-                    from sipvis.cli._window import Window
+    open_window = None
+    if show:
+        from sipvis.cli._window import Window
 
-                    sinks.append(WindowSink(lambda: Window(f"sipvis track: {source.name}"), segmenter.class_names,
-                                            trails))
-            except BaseException:
-                for sink in sinks:
-                    sink.close()
-                raise
-            stats = _run_one(source, segmenter, sinks, tracker, output_filter, console, quiet)
-            console.print(f"{source.name}: {stats.frames} frames at {stats.fps:.1f} fps -> "
-                          + ", ".join(str(p) for p in paths.values()), highlight=False)
-        if shared_json is not None:
-            console.print(f"results: {plan.json_all}", highlight=False)
-    finally:
-        for source in sources:
-            source.close()
+        def open_window(source):
+            return Window(f"sipvis track: {source.name}")
 
+    def done(source, stats, paths) -> None:
+        console.print(f"{source.name}: {stats.frames} frames at {stats.fps:.1f} fps -> "
+                      + ", ".join(str(p) for p in paths.values()), highlight=False)
 
-def _format_sinks(paths: dict, source, class_names) -> list:
-    """Per-frame PNG and MOTS outputs (sipvis.io.formats)."""
-    if "png" not in paths and "mots" not in paths:
-        return []
-    from sipvis.io import formats as fmt
-
-    sinks = []
-    if "png" in paths:
-        sinks.append(_FrameSinkAdapter(fmt.InstancePngSink(paths["png"])))
-    if "mots" in paths:
-        sinks.append(_FrameSinkAdapter(fmt.MotsTxtSink(paths["mots"])))
-    return sinks
-
-
-class _FrameSinkAdapter:
-    """Adapts a sink that only needs the instances (`write(instances)`) to the pipeline's interface."""
-
-    def __init__(self, sink) -> None:
-        self.sink = sink
-
-    def write(self, frame, instances) -> None:
-        self.sink.write(instances)
-
-    def close(self) -> None:
-        self.sink.close()
-
-
-def _run_one(source, segmenter, sinks, tracker, output_filter, console, quiet):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    from sipvis.engine.pipeline import track_source
-
-    total = source.expected_frames
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               _FpsColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        task = progress.add_task(source.name, total=total)
-        return track_source(source, segmenter, sinks, tracker, output_filter,
-                            progress=lambda n: progress.advance(task, n))
-
-
-def _fps_column_class():
-    from rich.progress import ProgressColumn
-    from rich.text import Text
-
-    class FpsColumn(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text(f"{task.speed or 0:.1f} fps")
-
-    return FpsColumn
-
-
-def _FpsColumn():  # noqa: N802 - reads like the column class it builds
-    return _fps_column_class()()
+    plan = track_inputs(specs, outputs, formats, segmenter, output_filter, frame_range, fps=fps, trails=trails,
+                        open_window=open_window, progress=frames_bar(console, quiet), on_done=done)
+    if plan.json_all is not None:
+        console.print(f"results: {plan.json_all}", highlight=False)

@@ -59,9 +59,11 @@ def download_command(name: str | None, force: bool, quiet: bool) -> None:
     Without NAME, the default checkpoint. Interrupted downloads resume where they stopped.
     """
     from sipvis import weights
+    from sipvis.cli._progress import DownloadBars
 
     spec = name or weights.default_weights_name()
-    resolved = weights.download_weights(spec, force=force, progress=not quiet)
+    with DownloadBars(enabled=not quiet) as bars:
+        resolved = weights.download_weights(spec, force=force, progress=bars)
     if not quiet:
         digest = weights.recorded_sha256(resolved.path) or "-"
         click.echo(f"{spec}: {_human_size(_file_size(resolved.path))}, format {resolved.format}, sha256 {digest}",

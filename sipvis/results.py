@@ -20,6 +20,10 @@ class FrameInstances:
         track_ids: (N,) int64 track ids as users see them: 1-based, stable across the video.
         masks: (N, H, W) bool instance masks.
         timestamp: presentation time of the frame in seconds, or None when the source has none.
+        score_corrections: {(frame index, track id): score} for frames delivered before (or with) this
+            one, learned while tracking it: the original tracker's first-frame quirk (see
+            `OriginalTracker.first_frame_scores`), which the YouTube-VIS JSON reproduces. Almost always
+            empty; plain data, so the sinks need no tracker.
     """
 
     index: int
@@ -32,6 +36,7 @@ class FrameInstances:
     masks: np.ndarray
     timestamp: float | None = None
     extra: dict = field(default_factory=dict)
+    score_corrections: dict[tuple[int, int], float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])

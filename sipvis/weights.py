@@ -34,12 +34,17 @@ import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sipvis import __version__
 from sipvis.errors import SipvisError
+
+# progress(label, bytes done, total bytes or None): called when the server answers and after every chunk
+# received (`label`: the registry name or the file name). The CLI draws it (cli/_progress.DownloadBars).
+DownloadProgress = Callable[[str, int, int | None], None]
 
 
 
@@ -234,24 +239,25 @@ def default_weights_name() -> str:
 # ----------------------------------------------------------------------------- resolution
 
 
-def resolve_weights(spec: str, download: bool = True, progress: bool = True) -> ResolvedWeights:
+def resolve_weights(spec: str, download: bool = True, progress: DownloadProgress | None = None) -> ResolvedWeights:
     """Turn a `--weights` value (registry name, http(s) URL or local path) into a file on disk.
 
     Registry names and URLs are served from the cache, downloaded on first use unless
     `download=False`. Cached files are checked against their sha256 (registry or recorded).
-    Every failure is a one-line `SipvisError` saying what to do.
+    Every failure is a one-line `SipvisError` saying what to do. `progress` is told how a download
+    goes (see `DownloadProgress`; None: silently).
     """
     return _resolve(spec, allow_download=download, force=False, progress=progress)
 
 
-def download_weights(spec: str, force: bool = False, progress: bool = True) -> ResolvedWeights:
+def download_weights(spec: str, force: bool = False, progress: DownloadProgress | None = None) -> ResolvedWeights:
     """Make sure a registry name or URL is in the cache (downloading it again if `force`)."""
     if not (find_entry(spec) or _is_url(spec)):
         raise SipvisError(f"'{spec}' is neither a registry name ({_known_names()}) nor an http(s) URL")
     return _resolve(spec, allow_download=True, force=force, progress=progress)
 
 
-def _resolve(spec: str, allow_download: bool, force: bool, progress: bool) -> ResolvedWeights:
+def _resolve(spec: str, allow_download: bool, force: bool, progress: DownloadProgress | None) -> ResolvedWeights:
     entry = find_entry(spec)
     if entry is None and _is_url(spec):
         file_id = gdrive_file_id(spec)
@@ -277,7 +283,7 @@ def _resolve(spec: str, allow_download: bool, force: bool, progress: bool) -> Re
 
 
 def _cached_or_download(label: str, source: str | Entry, dest: Path, sha256: str | None,
-                        allow_download: bool, force: bool, progress: bool) -> Path:
+                        allow_download: bool, force: bool, progress: DownloadProgress | None) -> Path:
     url = source.source_url if isinstance(source, Entry) else source
     how = (f"Download {url} on a machine with internet and put it at {dest}, "
            "or pass --weights /path/to/file")
@@ -405,7 +411,8 @@ def verify_file(path: Path, sha256: str | None = None) -> str:
 # ----------------------------------------------------------------------------- download
 
 
-def download(url_or_entry: str | Entry, dest: Path | str, sha256: str | None = None, progress: bool = True,
+def download(url_or_entry: str | Entry, dest: Path | str, sha256: str | None = None,
+             progress: DownloadProgress | None = None,
              force: bool = False) -> Path:
     """Download a URL (or a registry entry) to `dest`, resuming a previous `dest.part` with HTTP Range.
 
@@ -413,6 +420,7 @@ def download(url_or_entry: str | Entry, dest: Path | str, sha256: str | None = N
     is only verified, unless `force`. With `sha256` (or the entry's), a mismatch keeps the bytes as
     `dest.bad` and raises `ChecksumError`; without it, the sha256 is recorded in `dest.sha256`.
     Network failures raise `DownloadError` (one line); the `.part` file is kept for the next try.
+    `progress` is told how the transfer goes (see `DownloadProgress`; None: silently).
     """
     if isinstance(url_or_entry, Entry):
         entry = url_or_entry
@@ -452,59 +460,59 @@ def download(url_or_entry: str | Entry, dest: Path | str, sha256: str | None = N
     return dest
 
 
-def _fetch_to_part(url: str, file_id: str | None, part: Path, progress: bool, label: str) -> None:
+def _fetch_to_part(url: str, file_id: str | None, part: Path, progress: DownloadProgress | None, label: str) -> None:
     """Fill `part` with the whole remote file, resuming and retrying transfers cut midway."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
-
+    if not callable(progress):  # earlier callers passed a bool: the library itself never draws a bar
+        progress = None
     # One cookie jar per download: the Drive confirmation may ride on a cookie.
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn())
-    # Started only once the server answers, so a failed connection prints no empty bar.
-    bar = Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False)
-    task = bar.add_task(label, total=None)
+    attempt = 0
+    while True:
+        attempt += 1
+        start = part.stat().st_size if part.exists() else 0
+        try:
+            response = _open_file(opener, url, file_id, start)
+        except _RangeNotSatisfiable as exc:
+            if exc.total == start:  # the previous run got every byte but stopped before renaming
+                return
+            part.unlink()  # the partial file is longer than the remote file: start again
+            if attempt >= MAX_ATTEMPTS:
+                raise DownloadError(url, "the server rejects resuming (HTTP 416)") from None
+            continue
+        with response:
+            total, received, cause = _receive(response, part, start, progress, label)
+        size = part.stat().st_size
+        if cause is None:
+            if total is None or size >= total:
+                return
+            cause = f"the connection closed after {size} of {total} bytes"
+        if attempt >= MAX_ATTEMPTS or received == 0:
+            raise DownloadError(url, f"the transfer was interrupted ({cause}); {size} bytes are kept in "
+                                     f"{part} and the next try resumes from there")
+        time.sleep(RETRY_DELAY_S * attempt)
+
+
+def _receive(response: http.client.HTTPResponse, part: Path, start: int, progress: DownloadProgress | None,
+             label: str) -> tuple[int | None, int, str | None]:
+    """Append (or, when the server ignored Range, write) the response body to `part`.
+    Returns (total size or None, bytes received, why it stopped early or None)."""
+    offset, total = _content_range(response, start)
+    mode = "ab" if offset else "wb"  # offset 0: the server ignored Range, rewrite from scratch
+    done = offset
+    if progress is not None:
+        progress(label, done, total)
+    received = 0
     try:
-        attempt = 0
-        while True:
-            attempt += 1
-            start = part.stat().st_size if part.exists() else 0
-            try:
-                response = _open_file(opener, url, file_id, start)
-            except _RangeNotSatisfiable as exc:
-                if exc.total == start:  # the previous run got every byte but stopped before renaming
-                    return
-                part.unlink()  # the partial file is longer than the remote file: start again
-                if attempt >= MAX_ATTEMPTS:
-                    raise DownloadError(url, "the server rejects resuming (HTTP 416)") from None
-                continue
-            bar.start()
-            with response:
-                offset, total = _content_range(response, start)
-                mode = "ab" if offset else "wb"  # offset 0: the server ignored Range, rewrite from scratch
-                bar.update(task, total=total, completed=offset)
-                received = 0
-                cause = None
-                try:
-                    with open(part, mode) as f:
-                        while chunk := response.read(_CHUNK):
-                            f.write(chunk)
-                            received += len(chunk)
-                            bar.advance(task, len(chunk))
-                except (OSError, http.client.HTTPException) as exc:
-                    cause = _describe(exc)
-            size = part.stat().st_size
-            if cause is None:
-                if total is None or size >= total:
-                    return
-                cause = f"the connection closed after {size} of {total} bytes"
-            if attempt >= MAX_ATTEMPTS or received == 0:
-                raise DownloadError(url, f"the transfer was interrupted ({cause}); {size} bytes are kept in "
-                                         f"{part} and the next try resumes from there")
-            time.sleep(RETRY_DELAY_S * attempt)
-    finally:
-        bar.stop()
+        with open(part, mode) as f:
+            while chunk := response.read(_CHUNK):
+                f.write(chunk)
+                received += len(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(label, done, total)
+    except (OSError, http.client.HTTPException) as exc:
+        return total, received, _describe(exc)
+    return total, received, None
 
 
 class _RangeNotSatisfiable(Exception):

@@ -31,7 +31,7 @@ def test_demo_writes_playable_video_and_json(tmp_path):
 def test_bundled_demo_weights_reach_the_readme_ap_on_the_held_out_split(tmp_path):
     """The README's claim, end to end: `sipvis synth ... --seed 100` (50 videos the demo model never saw)
     scored with `sipvis eval --dataset youtube-vis --weights demo` on the CPU. README: AP 0.536."""
-    generate(tmp_path, SynthConfig(videos=50, frames=24, seed=100, split="test100", clips=False), progress=False)
+    generate(tmp_path, SynthConfig(videos=50, frames=24, seed=100, split="test100", clips=False), progress=None)
     metrics = tmp_path / "metrics.json"
     result = subprocess.run([sys.executable, "-c", "from sipvis.cli import main; main()", "eval", "--dataset",
                              "youtube-vis", "test100", "--data-root", str(tmp_path), "--weights", "demo",

@@ -54,7 +54,7 @@ def test_png_pixel_values_are_the_track_ids(tmp_path) -> None:
     frames.append(FrameInstances.empty(15, 48, 64))
     with InstancePngSink(tmp_path / "png") as sink:
         for inst in frames:
-            sink.write(inst)
+            sink.write(None, inst)
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["00000.png", "00005.png", "00010.png", "00015.png"]
     for inst in frames:
         img = Image.open(tmp_path / "png" / f"{inst.index:05d}.png")
@@ -69,10 +69,10 @@ def test_png_pixel_values_are_the_track_ids(tmp_path) -> None:
 def test_png_overlap_goes_to_the_higher_score_and_big_ids_switch_to_16_bit(tmp_path) -> None:
     overlap = instances(0, [(0, 0, 30, 30), (20, 20, 50, 50)], [3, 9], [0.4, 0.7], h=60, w=60)
     with InstancePngSink(tmp_path) as sink:
-        sink.write(overlap)
+        sink.write(None, overlap)
         with pytest.warns(MediaWarning, match="track id 300 > 255; from frame 1 on, PNGs are 16-bit"):
-            sink.write(instances(1, [(0, 0, 10, 10)], [300], [0.9], h=60, w=60))
-        sink.write(instances(2, [(5, 5, 10, 10)], [2], [0.9], h=60, w=60))
+            sink.write(None, instances(1, [(0, 0, 10, 10)], [300], [0.9], h=60, w=60))
+        sink.write(None, instances(2, [(5, 5, 10, 10)], [2], [0.9], h=60, w=60))
     ids = np.array(Image.open(tmp_path / "00000.png"))
     assert ids[25, 25] == 9 and ids[10, 10] == 3 and ids[45, 45] == 9 and ids[55, 5] == 0
     wide = cv2.imread(str(tmp_path / "00001.png"), cv2.IMREAD_UNCHANGED)
@@ -96,7 +96,7 @@ def test_mots_lines_decode_back_to_the_masks(tmp_path) -> None:
     frames = [random_instances(i, rng, n=4) for i in (0, 1, 7)] + [FrameInstances.empty(8, 48, 64)]
     with MotsTxtSink(tmp_path / "mots" / "out.txt") as sink:
         for inst in frames:
-            sink.write(inst)
+            sink.write(None, inst)
     lines = parse_mots(tmp_path / "mots" / "out.txt")
     assert len(lines) == 12
     for inst in frames[:3]:
@@ -114,8 +114,8 @@ def test_mots_resolves_overlaps_and_is_flushed_every_frame(tmp_path) -> None:
     path = tmp_path / "out.txt"
     sink = MotsTxtSink(path)
     # track 5 lies entirely under the higher-scoring track 6: it gets no line
-    sink.write(instances(0, [(0, 0, 30, 30), (10, 10, 20, 20), (0, 0, 40, 40)], [4, 5, 6], [0.5, 0.3, 0.9], h=50, w=50))
-    sink.write(instances(1, [(0, 0, 30, 30), (20, 20, 40, 40)], [4, 6], [0.9, 0.5], [2, 0], h=50, w=50))
+    sink.write(None, instances(0, [(0, 0, 30, 30), (10, 10, 20, 20), (0, 0, 40, 40)], [4, 5, 6], [0.5, 0.3, 0.9], h=50, w=50))
+    sink.write(None, instances(1, [(0, 0, 30, 30), (20, 20, 40, 40)], [4, 6], [0.9, 0.5], [2, 0], h=50, w=50))
     rows = parse_mots(path)  # read while the sink is still open, as after a crash
     sink.close()
     assert [(r[0], r[1], r[2]) for r in rows] == [(0, 6, 1), (1, 4, 3), (1, 6, 1)]
@@ -132,3 +132,34 @@ def test_sink_errors_are_one_line(tmp_path) -> None:
         MotsTxtSink(blocker / "out.txt")
     with pytest.raises(SipvisError, match="is a file, not a folder"):
         InstancePngSink(blocker / "png")
+
+
+def test_results_json_applies_the_score_corrections_the_frames_carry(tmp_path) -> None:
+    """The original tracker's first-frame quirk reaches the JSON as plain data on the instances."""
+    import json
+
+    from sipvis.io.sinks import ResultsJson
+
+    def frame(index: int, score: float, corrections: dict) -> FrameInstances:
+        inst = instances(index, [(0, 0, 10, 10)], [1], [score], h=20, w=20)
+        inst.score_corrections = corrections
+        return inst
+
+    for quirk, expected in ((True, (0.2 + 0.6) / 2), (False, (0.4 + 0.6) / 2)):
+        out = tmp_path / f"{quirk}.json"
+        sink = ResultsJson(out).video(1, first_frame_quirk=quirk)
+        sink.write(None, frame(5, 0.4, {}))
+        sink.write(None, frame(6, 0.6, {(5, 1): 0.2, (3, 1): 0.9}))  # frame 3 was not written: ignored
+        sink.close()
+        (entry,) = json.loads(out.read_text())
+        assert entry["score"] == pytest.approx(expected)
+
+
+def test_io_imports_neither_torch_nor_the_tracker_nor_the_engine() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, sipvis.io, sipvis.io.sinks, sipvis.io.formats; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('sipvis.track', 'sipvis.engine'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

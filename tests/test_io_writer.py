@@ -198,9 +198,15 @@ def test_read_only_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_disk_full_is_a_one_line_error_and_leaves_no_broken_file(tmp_path: Path) -> None:
+def test_disk_full_is_a_one_line_error_and_leaves_no_broken_file(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from sipvis.io import video_writer
+
     out = tmp_path / "out.mp4"
-    (tmp_path / ".out.partial.mp4").symlink_to("/dev/full")  # where the writer puts the file until close
+    full = tmp_path / ".out.mp4.disk-full.partial.mp4"
+    full.symlink_to("/dev/full")  # where the writer puts the file until close
+    monkeypatch.setattr(video_writer, "temp_file_beside", lambda path, keep_suffix=False: (os.open(os.devnull, os.O_RDONLY), full))
     rng = np.random.default_rng(0)
     with pytest.raises(SipvisError, match=f"cannot write {out}: No space left on device"):
         with VideoWriter(out, 320, 240, 25) as writer:
@@ -256,3 +262,13 @@ def test_odd_size_is_padded_and_no_frame_means_no_file(tmp_path: Path) -> None:
             with pytest.raises(ValueError, match=r"expected a \(48, 64, 3\) uint8 image"):
                 writer.write(np.zeros((48, 64), np.uint8))
             writer.write(np.zeros((48, 64, 3), np.uint8))
+
+
+def test_each_writer_has_its_own_temporary_file_with_the_extension_last(tmp_path: Path) -> None:
+    out = tmp_path / "out.mkv"
+    with VideoWriter(out, 64, 48, 25) as a, VideoWriter(out, 64, 48, 25) as b:
+        assert a._tmp != b._tmp and a._tmp.parent == tmp_path
+        assert all(w._tmp.name.startswith(".out.mkv.") and w._tmp.name.endswith(".partial.mkv") for w in (a, b))
+        a.write(np.zeros((48, 64, 3), np.uint8))
+        b.write(np.zeros((48, 64, 3), np.uint8))
+    assert out.exists() and not list(tmp_path.glob(".out.mkv.*"))

@@ -32,7 +32,7 @@ from sipvis.engine.live import END_OF_INPUT, INPUT_LOST, STOPPED, STREAM_LOST, L
 from sipvis.errors import SipvisError
 from sipvis.io.inputs import open_source
 from sipvis.io.render import Renderer
-from sipvis.io.source import FrameSource, RawFrame, Window
+from sipvis.io.source import FrameRange, FrameSource, RawFrame
 from sipvis.model.config import SipMaskConfig
 from sipvis.model.postprocess import Detections
 from sipvis.results import FrameInstances
@@ -142,7 +142,7 @@ class FakeStream(FrameSource):
     """A live source that delivers `n` frames of 64x48 and then ends (the connection dropped)."""
 
     def __init__(self, n: int, value: int) -> None:
-        super().__init__(Window(), threaded=False)
+        super().__init__(FrameRange(), threaded=False)
         self.name, self.spec, self.width, self.height = "cam", "rtsp://cam/stream", 64, 48
         self.fps, self.is_live, self.n, self.value = Fraction(25), True, n, value
 
@@ -185,7 +185,7 @@ def test_lost_camera_ends_cleanly_and_keeps_the_recording(tmp_path):
     out = tmp_path / "rec.mp4"
     with pytest.raises(SipvisError, match="stopped delivering frames"):
         run((camera, None), SlowSegmenter(0.0), None, realtime=False, drop=True, output=str(out),
-            json_path=str(tmp_path / "r.json"), window=False, duration=None, reconnect=0)
+            json_path=str(tmp_path / "r.json"), show_window=False, duration=None, reconnect=0)
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) >= 1
     assert isinstance(json.loads((tmp_path / "r.json").read_text()), list)
@@ -253,7 +253,7 @@ def test_window_keys_snapshot_record_pause_quit(tmp_path, monkeypatch):
     source = open_source(bikes(), threaded=False)
     model = SlowSegmenter(0.01)
     reason = live.run((source, None), model, None, realtime=True, drop=True, output=str(tmp_path / "rec.mp4"),
-                      json_path=str(tmp_path / "run.json"), window=True, duration=30, reconnect=0,
+                      json_path=str(tmp_path / "run.json"), show_window=True, duration=30, reconnect=0,
                       snapshot_dir=snaps)
     assert reason == STOPPED  # by q, long before --duration
     window = FakeWindow.last
@@ -502,7 +502,7 @@ def test_unwritable_output_is_one_line_and_nothing_else(tiny_weights, tmp_path, 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_first_ctrl_c_asks_to_stop_between_frames_second_interrupts():
     """The first signal must not raise inside the loop (it could land between a frame's outputs)."""
-    from sipvis.cli.live import _StopSignals
+    from sipvis.engine.live_run import StopSignals as _StopSignals
 
     before = signal.getsignal(signal.SIGINT)
     with _StopSignals() as stop:

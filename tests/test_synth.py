@@ -30,7 +30,7 @@ CFG = SynthConfig(videos=6, frames=20, seed=0, split="train")
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth_a")
-    ann = generate(out, CFG, progress=False)
+    ann = generate(out, CFG, progress=None)
     assert ann == out / "annotations" / "train.json"
     return out
 
@@ -102,7 +102,7 @@ def test_json_schema(gt: dict) -> None:
 
 
 def test_same_seed_gives_identical_bytes(dataset: Path, tmp_path: Path) -> None:
-    generate(tmp_path, SynthConfig(**{**CFG.__dict__, "clips": False}), progress=False)
+    generate(tmp_path, SynthConfig(**{**CFG.__dict__, "clips": False}), progress=None)
     ann_a = (dataset / "annotations" / "train.json").read_bytes()
     ann_b = (tmp_path / "annotations" / "train.json").read_bytes()
     assert ann_a == ann_b
@@ -114,7 +114,7 @@ def test_same_seed_gives_identical_bytes(dataset: Path, tmp_path: Path) -> None:
 
 def test_different_seed_differs(dataset: Path, tmp_path: Path) -> None:
     cfg = SynthConfig(videos=2, frames=CFG.frames, seed=1, clips=False)
-    generate(tmp_path, cfg, progress=False)
+    generate(tmp_path, cfg, progress=None)
     a = json.loads((dataset / "annotations" / "train.json").read_text())
     b = json.loads((tmp_path / "annotations" / "train.json").read_text())
     seg = lambda d: [x["segmentations"] for x in d["annotations"] if x["video_id"] == 1]  # noqa: E731
@@ -241,7 +241,7 @@ def test_every_shape_renders_and_sizes_are_reasonable() -> None:
 
 def test_fixed_class_list_and_size(tmp_path: Path) -> None:
     cfg = SynthConfig(videos=2, frames=2, seed=0, split="valid", width=320, height=240, classes=("star", "circle"))
-    ann = generate(tmp_path, cfg, progress=False)
+    ann = generate(tmp_path, cfg, progress=None)
     d = json.loads(ann.read_text())
     assert ann == tmp_path / "annotations" / "valid.json"
     assert [c["name"] for c in d["categories"]] == ["star", "circle"]
@@ -296,7 +296,7 @@ def test_cli_writes_dataset(tmp_path: Path) -> None:
     # The CLI and the library give the same bytes for the same settings.
     cfg = SynthConfig(videos=2, frames=3, seed=4, split="valid", width=320, height=192,
                       classes=("circle", "ring", "star"), clips=False)
-    lib = generate(tmp_path / "lib", cfg, progress=False)
+    lib = generate(tmp_path / "lib", cfg, progress=None)
     assert lib.read_bytes() == (tmp_path / "d" / "annotations" / "valid.json").read_bytes()
 
 
@@ -368,3 +368,10 @@ def test_config_validation_in_library() -> None:
     one = SynthConfig(videos=1, frames=1, clips=False)
     frames, instances = render_video(one, 0)
     assert len(frames) == 1 and all(len(i.masks) == 1 for i in instances)
+
+
+def test_progress_callback_counts_videos(tmp_path: Path) -> None:
+    calls = []
+    generate(tmp_path, SynthConfig(videos=3, frames=2, seed=0, width=96, height=64, clips=False),
+             progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]

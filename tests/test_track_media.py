@@ -119,8 +119,11 @@ def test_ctrl_c_leaves_playable_video_and_valid_json(tiny, tmp_path):
     proc = subprocess.Popen([*CMD, str(src), "--weights", str(tiny), "-o", str(out_mp4), "-o", str(out_json),
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    partial = tmp_path / ".out.partial.mp4"
-    while time.time() < deadline and not (partial.exists() and partial.stat().st_size > 50_000):
+
+    def partial_size() -> int:  # the video is written under a unique temporary name until it is finished
+        return max((p.stat().st_size for p in tmp_path.glob(".out.mp4.*.partial.mp4")), default=0)
+
+    while time.time() < deadline and partial_size() <= 50_000:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -150,7 +150,7 @@ def closed_port() -> int:
 
 def test_download_with_correct_sha256(base, tmp_path):
     dest = tmp_path / "w.pth"
-    path = weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=False)
+    path = weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=None)
     assert path == dest
     assert dest.read_bytes() == DATA
     assert not dest.with_name("w.pth.part").exists()
@@ -161,7 +161,7 @@ def test_download_with_wrong_sha256_names_both_and_keeps_bad_copy(base, tmp_path
     dest = tmp_path / "w.pth"
     wrong = "0" * 64
     with pytest.raises(weights.ChecksumError) as info:
-        weights.download(f"{base}/files/w.pth", dest, sha256=wrong, progress=False)
+        weights.download(f"{base}/files/w.pth", dest, sha256=wrong, progress=None)
     message = str(info.value)
     assert f"expected sha256 {wrong}" in message and f"got {DATA_SHA}" in message
     assert not dest.exists()
@@ -171,17 +171,17 @@ def test_download_with_wrong_sha256_names_both_and_keeps_bad_copy(base, tmp_path
 
 def test_download_without_sha256_records_it_and_verifies_later_uses(base, tmp_path):
     dest = tmp_path / "w.pth"
-    weights.download(f"{base}/files/w.pth", dest, progress=False)
+    weights.download(f"{base}/files/w.pth", dest, progress=None)
     sidecar = dest.with_name("w.pth.sha256")
     assert sidecar.read_text() == f"{DATA_SHA}  w.pth\n"
     dest.write_bytes(DATA[:-1] + b"\x00")  # the cached file gets damaged
     with pytest.raises(weights.ChecksumError, match=f"expected {DATA_SHA}"):
-        weights.download(f"{base}/files/w.pth", dest, progress=False)
+        weights.download(f"{base}/files/w.pth", dest, progress=None)
 
 
 def test_interrupted_transfer_resumes_with_range(base, server, tmp_path):
     dest = tmp_path / "w.pth"
-    weights.download(f"{base}/drop-once/w.pth", dest, progress=False)
+    weights.download(f"{base}/drop-once/w.pth", dest, progress=None)
     assert dest.read_bytes() == DATA
     ranges = [rng for path, _, rng in server.log if path == "/drop-once/w.pth"]
     assert ranges == [None, f"bytes={len(DATA) // 2}-"]
@@ -190,7 +190,7 @@ def test_interrupted_transfer_resumes_with_range(base, server, tmp_path):
 def test_partial_file_from_an_earlier_run_is_resumed(base, server, tmp_path):
     dest = tmp_path / "w.pth"
     dest.with_name("w.pth.part").write_bytes(DATA[:12345])
-    weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=False)
+    weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=None)
     assert dest.read_bytes() == DATA
     assert [rng for _, _, rng in server.log] == ["bytes=12345-"]
 
@@ -200,11 +200,11 @@ def test_transfer_cut_every_time_keeps_part_and_next_run_finishes(base, server, 
     dest = tmp_path / "w.pth"
     part = dest.with_name("w.pth.part")
     with pytest.raises(weights.DownloadError, match="interrupted") as info:
-        weights.download(f"{base}/drop/w.pth", dest, progress=False)
+        weights.download(f"{base}/drop/w.pth", dest, progress=None)
     kept = len(DATA) // 2 + (len(DATA) - len(DATA) // 2) // 2  # half, then half of the rest
     assert part.stat().st_size == kept
     assert str(part) in str(info.value)
-    weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=False)
+    weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=None)
     assert dest.read_bytes() == DATA
     assert server.log[-1][2] == f"bytes={kept}-"
 
@@ -212,7 +212,7 @@ def test_transfer_cut_every_time_keeps_part_and_next_run_finishes(base, server, 
 def test_complete_part_left_before_rename_is_accepted(base, server, tmp_path):
     dest = tmp_path / "w.pth"
     dest.with_name("w.pth.part").write_bytes(DATA)  # every byte arrived, the process died before the rename
-    weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=False)
+    weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=None)
     assert dest.read_bytes() == DATA
     assert [rng for _, _, rng in server.log] == [f"bytes={len(DATA)}-"]
 
@@ -220,7 +220,7 @@ def test_complete_part_left_before_rename_is_accepted(base, server, tmp_path):
 def test_404_is_one_clear_line(base, tmp_path):
     dest = tmp_path / "w.pth"
     with pytest.raises(weights.DownloadError) as info:
-        weights.download(f"{base}/missing.pth", dest, progress=False)
+        weights.download(f"{base}/missing.pth", dest, progress=None)
     assert str(info.value) == f"Could not download {base}/missing.pth: HTTP 404 Not Found"
     assert not dest.exists() and not dest.with_name("w.pth.part").exists()
 
@@ -228,13 +228,13 @@ def test_404_is_one_clear_line(base, tmp_path):
 def test_timeout_is_one_clear_line(base, tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "TIMEOUT_S", 0.2)
     with pytest.raises(weights.DownloadError) as info:
-        weights.download(f"{base}/slow", tmp_path / "w.pth", progress=False)
+        weights.download(f"{base}/slow", tmp_path / "w.pth", progress=None)
     assert str(info.value) == f"Could not download {base}/slow: timed out after 0.2 s"
 
 
 def test_google_drive_confirm_form(base, server, tmp_path):
     dest = tmp_path / "d.pth"
-    weights.download(f"https://drive.google.com/file/d/{OFFICIAL_ID}/view?usp=sharing", dest, progress=False)
+    weights.download(f"https://drive.google.com/file/d/{OFFICIAL_ID}/view?usp=sharing", dest, progress=None)
     assert dest.read_bytes() == DATA
     paths = [(path, query) for path, query, _ in server.log]
     assert paths[0] == ("/uc", {"export": "download", "id": OFFICIAL_ID})
@@ -245,7 +245,7 @@ def test_google_drive_confirm_form(base, server, tmp_path):
 def test_google_drive_old_style_confirm_link(base, server, tmp_path):
     server.drive_style = "link"
     dest = tmp_path / "d.pth"
-    weights.download(f"https://drive.google.com/uc?id={MS_ID}&export=download", dest, progress=False)
+    weights.download(f"https://drive.google.com/uc?id={MS_ID}&export=download", dest, progress=None)
     assert dest.read_bytes() == DRIVE_FILES[MS_ID]
     assert server.log[1][1] == {"export": "download", "confirm": "AbC_9", "id": MS_ID}
 
@@ -253,7 +253,7 @@ def test_google_drive_old_style_confirm_link(base, server, tmp_path):
 def test_google_drive_resume_goes_through_confirm_page(base, server, tmp_path):
     dest = tmp_path / "d.pth"
     dest.with_name("d.pth.part").write_bytes(DATA[:1000])
-    weights.download(f"https://drive.google.com/file/d/{OFFICIAL_ID}/view", dest, progress=False)
+    weights.download(f"https://drive.google.com/file/d/{OFFICIAL_ID}/view", dest, progress=None)
     assert dest.read_bytes() == DATA
     assert server.log[-1][0] == "/usercontent/download" and server.log[-1][2] == "bytes=1000-"
 
@@ -282,7 +282,7 @@ def test_cache_dir_follows_sipvis_home(monkeypatch, tmp_path):
 
 
 def test_resolve_registry_name_downloads_into_cache_then_reuses_it(base, server, tmp_path):
-    resolved = weights.resolve_weights("sipmask-r50-ytvis", progress=False)
+    resolved = weights.resolve_weights("sipmask-r50-ytvis", progress=None)
     expected = tmp_path / "home" / "weights" / "sipmask_vis_r50_1x.pth"
     assert resolved == weights.ResolvedWeights(expected, "mmdet-v1", "sipmask-r50-ytvis")
     assert expected.read_bytes() == DATA
@@ -296,14 +296,14 @@ def test_resolve_registry_name_downloads_into_cache_then_reuses_it(base, server,
 
 
 def test_resolve_drive_link_of_a_registry_entry_uses_its_cache_file(base, tmp_path):
-    resolved = weights.resolve_weights(f"https://drive.google.com/file/d/{MS_ID}/view", progress=False)
+    resolved = weights.resolve_weights(f"https://drive.google.com/file/d/{MS_ID}/view", progress=None)
     assert resolved.name == "sipmask-r50-ytvis-ms"
     assert resolved.path == tmp_path / "home" / "weights" / "sipmask_vis_r50_ms_1x.pth"
 
 
 def test_resolve_url_caches_by_url_hash_and_file_name(base, tmp_path):
     url = f"{base}/files/model.safetensors"
-    resolved = weights.resolve_weights(url, progress=False)
+    resolved = weights.resolve_weights(url, progress=None)
     key = hashlib.sha256(url.encode()).hexdigest()[:12]
     assert resolved == weights.ResolvedWeights(tmp_path / "home" / "weights" / f"url-{key}" / "model.safetensors",
                                                "sipvis", None)
@@ -325,7 +325,7 @@ def test_offline_error_for_uncached_name_says_how_to_get_it(monkeypatch, tmp_pat
     monkeypatch.setenv("SIPVIS_GDRIVE_URL", f"http://127.0.0.1:{closed_port()}/uc")
     dest = tmp_path / "weights" / "sipmask_vis_r50_1x.pth"
     with pytest.raises(SipvisError) as info:
-        weights.resolve_weights("sipmask-r50-ytvis", progress=False)
+        weights.resolve_weights("sipmask-r50-ytvis", progress=None)
     message = str(info.value)
     assert message.startswith(f"Weights 'sipmask-r50-ytvis' are not in the cache ({dest}) and could not be "
                               "downloaded (cannot reach 127.0.0.1:")
@@ -445,3 +445,13 @@ def test_cli_download_errors_are_one_line(base):
     result = runner.invoke(cli, ["weights", "download", "./local.pth"])
     assert result.exit_code == 1
     assert "is neither a registry name" in result.output
+
+
+def test_progress_callback_sees_every_byte_of_a_resumed_transfer(base, server, tmp_path):
+    """The library draws nothing: it reports (label, bytes done, total) from where the transfer resumes."""
+    dest = tmp_path / "w.pth"
+    dest.with_name("w.pth.part").write_bytes(DATA[:12345])
+    calls = []
+    weights.download(f"{base}/files/w.pth", dest, sha256=DATA_SHA, progress=lambda *a: calls.append(a))
+    assert calls[0] == ("w.pth", 12345, len(DATA)) and calls[-1] == ("w.pth", len(DATA), len(DATA))
+    assert all(b[1] >= a[1] for a, b in zip(calls, calls[1:]))

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from sipvis.errors import SipvisError
+from sipvis.io.files import write_text_atomic
 
 # --------------------------------------------------------------------------------------------------
 # Classes: one shape each. Hue (OpenCV scale 0..180) and texture pattern are fixed per shape, so a
@@ -501,19 +502,6 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> str:
     return codec
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file + rename, so a reader never sees a half-written file."""
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _mkdir(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise SipvisError(f"cannot create folder {path}: a file with that name exists")
@@ -525,11 +513,13 @@ def _mkdir(path: Path) -> None:
         raise SipvisError(f"cannot write to {path}: permission denied")
 
 
-def generate(out_dir: str | Path, cfg: SynthConfig, progress: bool = True) -> Path:
+def generate(out_dir: str | Path, cfg: SynthConfig,
+             progress: Callable[[int, int | None], None] | None = None) -> Path:
     """Write a synthetic dataset in the official YouTube-VIS layout under `out_dir`.
 
     Re-running with the same arguments rewrites identical files (a video's old frames are removed
-    first, so a shorter run leaves no stale JPEGs behind).
+    first, so a shorter run leaves no stale JPEGs behind). `progress(videos done, videos)` is called
+    before the first video and after each one.
 
     Returns:
         the path of the annotation file, `out_dir/annotations/<split>.json`.
@@ -540,60 +530,80 @@ def generate(out_dir: str | Path, cfg: SynthConfig, progress: bool = True) -> Pa
     ann_dir = out_dir / "annotations"
     for d in (out_dir, img_root, ann_dir) + ((clip_root,) if cfg.clips else ()):
         _mkdir(d)
+    if not callable(progress):  # earlier callers passed a bool: the library itself never draws a bar
+        progress = None
 
     videos: list[dict] = []
     annotations: list[dict] = []
+    if progress is not None:
+        progress(0, cfg.videos)
+    for vi in range(cfg.videos):
+        name = cfg.video_name(vi)
+        frames, instances = render_video(cfg, vi)
+        _write_video_files(cfg, name, frames, img_root, clip_root)
+        videos.append(_video_entry(cfg, vi + 1, name))
+        for inst in instances:
+            annotations.append(_annotation_entry(cfg, len(annotations) + 1, vi + 1, inst))
+        if progress is not None:
+            progress(vi + 1, cfg.videos)
+
+    ann_path = ann_dir / f"{cfg.split}.json"
+    text = json.dumps(_dataset(cfg, videos, annotations), separators=(",", ":"), ensure_ascii=False)
+    write_text_atomic(ann_path, text)  # a reader never sees a half-written file
+    return ann_path
+
+
+def _write_video_files(cfg: SynthConfig, name: str, frames: list[np.ndarray], img_root: Path,
+                       clip_root: Path) -> None:
+    """The video's JPEG frames (replacing any earlier ones) and, with `cfg.clips`, its mp4 clip."""
     encode = [int(cv2.IMWRITE_JPEG_QUALITY), cfg.jpeg_quality]
+    vdir = img_root / name
+    try:
+        if vdir.exists():
+            shutil.rmtree(vdir)
+        vdir.mkdir(parents=True)
+        for t, img in enumerate(frames):
+            ok, buf = cv2.imencode(".jpg", img, encode)
+            if not ok:
+                raise SipvisError(f"JPEG encoding failed for {name} frame {t}")
+            (vdir / f"{t:05d}.jpg").write_bytes(buf.tobytes())
+        if cfg.clips:
+            write_mp4(clip_root / f"{name}.mp4", frames, cfg.fps)
+    except OSError as exc:
+        raise SipvisError(f"cannot write {name}: {exc.strerror or exc}") from None
 
-    bar = _progress_bar(progress)
-    with bar:
-        task = bar.add_task(f"synth {cfg.split}", total=cfg.videos)
-        for vi in range(cfg.videos):
-            name = cfg.video_name(vi)
-            frames, instances = render_video(cfg, vi)
-            vdir = img_root / name
-            try:
-                if vdir.exists():
-                    shutil.rmtree(vdir)
-                vdir.mkdir(parents=True)
-                for t, img in enumerate(frames):
-                    ok, buf = cv2.imencode(".jpg", img, encode)
-                    if not ok:
-                        raise SipvisError(f"JPEG encoding failed for {name} frame {t}")
-                    (vdir / f"{t:05d}.jpg").write_bytes(buf.tobytes())
-                if cfg.clips:
-                    write_mp4(clip_root / f"{name}.mp4", frames, cfg.fps)
-            except OSError as exc:
-                raise SipvisError(f"cannot write {name}: {exc.strerror or exc}") from None
 
-            vid = vi + 1
-            videos.append({
-                "id": vid,
-                "width": cfg.width,
-                "height": cfg.height,
-                "length": cfg.frames,
-                "file_names": [f"{name}/{t:05d}.jpg" for t in range(cfg.frames)],
-                "license": 1,
-                "flickr_url": "",
-                "coco_url": "",
-                "date_captured": "2019-01-01 00:00:00.000000",
-            })
-            for inst in instances:
-                annotations.append({
-                    "id": len(annotations) + 1,
-                    "video_id": vid,
-                    "category_id": inst.category_id,
-                    "iscrowd": 0,
-                    "segmentations": [None if m is None else mask_to_rle(m) for m in inst.masks],
-                    "bboxes": inst.boxes,
-                    "areas": [None if a is None else float(a) for a in inst.areas],
-                    "width": cfg.width,
-                    "height": cfg.height,
-                    "length": cfg.frames,
-                })
-            bar.advance(task)
+def _video_entry(cfg: SynthConfig, vid: int, name: str) -> dict:
+    return {
+        "id": vid,
+        "width": cfg.width,
+        "height": cfg.height,
+        "length": cfg.frames,
+        "file_names": [f"{name}/{t:05d}.jpg" for t in range(cfg.frames)],
+        "license": 1,
+        "flickr_url": "",
+        "coco_url": "",
+        "date_captured": "2019-01-01 00:00:00.000000",
+    }
 
-    data = {
+
+def _annotation_entry(cfg: SynthConfig, ann_id: int, vid: int, inst: SynthInstance) -> dict:
+    return {
+        "id": ann_id,
+        "video_id": vid,
+        "category_id": inst.category_id,
+        "iscrowd": 0,
+        "segmentations": [None if m is None else mask_to_rle(m) for m in inst.masks],
+        "bboxes": inst.boxes,
+        "areas": [None if a is None else float(a) for a in inst.areas],
+        "width": cfg.width,
+        "height": cfg.height,
+        "length": cfg.frames,
+    }
+
+
+def _dataset(cfg: SynthConfig, videos: list[dict], annotations: list[dict]) -> dict:
+    return {
         "info": {
             "description": "sipvis synthetic video instance segmentation dataset",
             "url": "",
@@ -611,29 +621,6 @@ def generate(out_dir: str | Path, cfg: SynthConfig, progress: bool = True) -> Pa
         "categories": [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(cfg.classes)],
         "annotations": annotations,
     }
-    ann_path = ann_dir / f"{cfg.split}.json"
-    try:
-        _write_json_atomic(ann_path, data)
-    except OSError as exc:
-        raise SipvisError(f"cannot write {ann_path}: {exc.strerror or exc}") from None
-    return ann_path
-
-
-def _progress_bar(enabled: bool):
-    """A rich progress bar on stderr (videos done, elapsed, ETA), or a silent stand-in."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("videos"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
 
 
 __all__ = [

@@ -12,7 +12,8 @@ Three threads, so a slow model never makes the view fall behind the camera:
 - model: takes the newest frame, runs `Segmenter.track_prepared` one frame at a time, so the tracker
   sees the frames it was given in the order it took them.
 - the caller: iterates `LiveStream.results()`, draws, shows, records, and calls `shown(result)` to
-  record the end-to-end latency (arrival -> shown).
+  record the end-to-end latency (arrival -> shown). `sipvis.engine.live_run.LiveRun` is that caller
+  for `sipvis live` (recording, results JSON, snapshots, stop signals).
 
 Example (headless)::
 
@@ -27,27 +28,18 @@ Example (headless)::
 from __future__ import annotations
 
 import copy
-import json
 import queue
 import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from fractions import Fraction
-from pathlib import Path
-
-import cv2
-import numpy as np
 
 from sipvis.engine.inference import Segmenter
-from sipvis.engine.pipeline import OutputFilter
+from sipvis.engine.pipeline import OutputFilter, ScoreCorrections
 from sipvis.errors import SipvisError
 from sipvis.io.source import Frame, FrameSource
-from sipvis.io.video_writer import VideoWriter
-from sipvis.io.ytvis_results import encode_rle
 from sipvis.results import FrameInstances
 from sipvis.track.tracker import OriginalTracker
 
@@ -130,9 +122,9 @@ class LiveMetrics:
         return latency
 
     @staticmethod
-    def _rate(times: deque[float], now: float, window: float = 2.0) -> float:
+    def _rate(times: deque[float], now: float, horizon: float = 2.0) -> float:
         """Events per second over the recent ones (at least the last two); 0 once they stop coming."""
-        with_time = [t for t in times if now - t <= window] or list(times)[-2:]
+        with_time = [t for t in times if now - t <= horizon] or list(times)[-2:]
         if len(with_time) < 2:
             return 0.0
         span = with_time[-1] - with_time[0]
@@ -231,7 +223,8 @@ class LiveStream:
             (`source.is_live`) are never paced.
         reopen: opens the source again after a network stream drops (None: no reconnection).
         output_filter: applied to each frame's instances after tracking.
-        tracker: tracker state (a new `OriginalTracker` by default); see `tracker` for the JSON sink.
+        tracker: tracker state (a new `OriginalTracker` by default); its first-frame quirk reaches the
+            results as `FrameInstances.score_corrections` (see `pipeline.ScoreCorrections`).
         on_event: called with one-line messages (reconnecting, camera lost), from the capture thread.
         reconnect_attempts, reconnect_delay: tries and first back-off delay (doubled each try, at most 16 s).
 
@@ -253,6 +246,7 @@ class LiveStream:
         self.reopen = reopen
         self.output_filter = output_filter or OutputFilter()
         self.tracker = tracker or OriginalTracker()
+        self._corrections = ScoreCorrections(self.tracker)
         self.on_event = on_event or (lambda message: None)
         self.reconnect_attempts = reconnect_attempts
         self.reconnect_delay = reconnect_delay
@@ -437,7 +431,8 @@ class LiveStream:
             for prepared, instances in self.segmenter.track_prepared(self._taken(), self.tracker):
                 item: LiveFrame = prepared.source
                 self.metrics.on_processed()
-                result = LiveResult(item.frame, self.output_filter(instances), item.arrived, time.perf_counter())
+                instances = self.output_filter(self._corrections(instances))
+                result = LiveResult(item.frame, instances, item.arrived, time.perf_counter())
                 if not self._put_result(result):
                     return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
@@ -454,117 +449,3 @@ class LiveStream:
             except queue.Full:
                 continue
         return False
-
-
-class Recorder:
-    """Records annotated frames of a live run; `start`/`stop` any number of times, one file per start.
-
-    Args:
-        path: the first recording's file (.mp4/.mkv/.mov/.avi); later ones get `_2`, `_3`... None: each
-            start creates `sipvis_live_<date>-<time>.mp4` in `folder`.
-        width, height, fps: frame size and nominal rate.
-        source_clock: (time_base) use the frames' own pts (a file played through); None: the arrival
-            clock in milliseconds, so a recording of a camera or stream plays in real time, dropped
-            frames included (the previous frame stays on screen).
-    """
-
-    def __init__(self, path: str | Path | None, width: int, height: int, fps: float | Fraction,
-                 source_clock: Fraction | None = None, folder: str | Path = ".") -> None:
-        self.path = Path(path) if path is not None else None
-        self.folder = Path(folder)
-        self.size = (width, height)
-        self.fps = fps
-        self.source_clock = source_clock
-        self.files: list[Path] = []
-        self._writer: VideoWriter | None = None
-        self._count = 0
-
-    @property
-    def recording(self) -> bool:
-        return self._writer is not None
-
-    def _next_path(self) -> Path:
-        self._count += 1
-        if self.path is None:
-            path = self.folder / f"sipvis_live_{datetime.now():%Y%m%d-%H%M%S}.mp4"
-        elif self._count == 1:
-            path = self.path
-        else:
-            path = self.path.with_name(f"{self.path.stem}_{self._count}{self.path.suffix}")
-        n = 2
-        base = path
-        while path.exists() and path not in self.files and self.path is None:
-            path = base.with_name(f"{base.stem}_{n}{base.suffix}")
-            n += 1
-        return path
-
-    def start(self) -> Path:
-        if self._writer is None:
-            path = self._next_path()
-            tb = self.source_clock if self.source_clock is not None else Fraction(1, 1000)
-            self._writer = VideoWriter(path, *self.size, self.fps, tb)
-            self.files.append(path)
-        return self._writer.path
-
-    def stop(self) -> Path | None:
-        """Finish the current file (playable); returns its path, or None if not recording."""
-        writer, self._writer = self._writer, None
-        if writer is None:
-            return None
-        writer.close()
-        return writer.path if writer.frames_written else None
-
-    def toggle(self) -> tuple[bool, Path | None]:
-        """Start or stop; returns (recording now, the file started or finished)."""
-        if self.recording:
-            return False, self.stop()
-        return True, self.start()
-
-    def write(self, image: np.ndarray, result: LiveResult) -> None:
-        if self._writer is None:
-            return
-        if self.source_clock is not None:
-            pts = result.frame.pts
-        else:
-            pts = round(result.arrived * 1000)  # the writer starts each file at 0
-        self._writer.write(image, pts)
-
-    def close(self) -> None:
-        self.stop()
-
-
-def snapshot_dict(instances: FrameInstances, class_names: Sequence[str], source: str = "") -> dict:
-    """The instances of one frame as JSON-ready data (masks as COCO compressed RLE, category ids 1-based)."""
-    out = []
-    for k in np.argsort(-instances.scores, kind="stable"):
-        label = int(instances.labels[k])
-        out.append({
-            "track_id": int(instances.track_ids[k]),
-            "category_id": label + 1,
-            "class": class_names[label] if 0 <= label < len(class_names) else f"class{label}",
-            "score": round(float(instances.scores[k]), 6),
-            "box": [round(float(v), 2) for v in instances.boxes[k]],  # x1, y1, x2, y2 in pixels
-            "segmentation": encode_rle(instances.masks[k]),
-        })
-    return {"source": source, "frame": instances.index, "timestamp": instances.timestamp,
-            "width": instances.width, "height": instances.height, "instances": out}
-
-
-def write_snapshot(folder: str | Path, image: np.ndarray, instances: FrameInstances, class_names: Sequence[str],
-                   source: str = "") -> tuple[Path, Path]:
-    """Write `sipvis_snapshot_<date>-<time>_<frame>.png` (the annotated image) and `.json` (its instances).
-
-    Raises:
-        SipvisError: the folder is not writable.
-    """
-    folder = Path(folder)
-    stem = folder / f"sipvis_snapshot_{datetime.now():%Y%m%d-%H%M%S}_{instances.index:06d}"
-    png, js = stem.with_suffix(".png"), stem.with_suffix(".json")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(png), image):
-            raise OSError("OpenCV could not write the PNG")
-        js.write_text(json.dumps(snapshot_dict(instances, class_names, source), indent=1))
-    except OSError as exc:
-        raise SipvisError(f"cannot write snapshot {png}: {getattr(exc, 'strerror', None) or exc}") from None
-    return png, js

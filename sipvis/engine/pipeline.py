@@ -1,5 +1,6 @@
 """The streaming pipeline for one input: decode + resize in a reader thread, batched network and
-post-processing on the device, the tracker in order, and every output written by a writer thread.
+post-processing on the device, the tracker in order, and every output (`sipvis.io.sinks.Sink`)
+written by a writer thread.
 
 Queues between the stages are bounded, so memory does not grow with the length of the video. Sinks
 are closed whatever happens (error, Ctrl-C), so partial outputs are valid files.
@@ -7,30 +8,21 @@ are closed whatever happens (error, Ctrl-C), so partial outputs are valid files.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from sipvis.engine.inference import Segmenter
 from sipvis.io.background import BackgroundWorker, threaded_iter
+from sipvis.io.sinks import Sink, StopRequested
 from sipvis.io.source import Frame, FrameSource
 from sipvis.results import FrameInstances
 from sipvis.track.tracker import OriginalTracker
 
-
-class StopRequested(Exception):
-    """Raised by a sink to end the run early and cleanly (e.g. the user pressed q in the window)."""
-
-
-class Sink(Protocol):
-    """Receives every processed frame in order (in the writer thread) and is closed once at the end."""
-
-    def write(self, frame: Frame, instances: FrameInstances) -> None: ...
-
-    def close(self) -> None: ...
+__all__ = ["OutputFilter", "RunStats", "ScoreCorrections", "Sink", "StopRequested", "track_source"]
 
 
 @dataclass
@@ -51,8 +43,28 @@ class OutputFilter:
             keep &= np.isin(inst.labels, list(self.classes))
         if keep.all():
             return inst
-        return FrameInstances(inst.index, inst.height, inst.width, inst.boxes[keep], inst.scores[keep],
-                              inst.labels[keep], inst.track_ids[keep], inst.masks[keep], inst.timestamp)
+        return dataclasses.replace(inst, boxes=inst.boxes[keep], scores=inst.scores[keep], labels=inst.labels[keep],
+                                   track_ids=inst.track_ids[keep], masks=inst.masks[keep])
+
+
+class ScoreCorrections:
+    """Hands the original tracker's first-frame quirk to the sinks as plain data (see
+    `OriginalTracker.first_frame_scores`): called with each frame's instances right after the tracker
+    has seen that frame, it adds the first-frame scores overwritten since the previous call as
+    `score_corrections` {(first frame index, 1-based track id): score}."""
+
+    def __init__(self, tracker: OriginalTracker) -> None:
+        self.tracker = tracker
+        self._sent: dict[int, float] = {}
+
+    def __call__(self, instances: FrameInstances) -> FrameInstances:
+        changed = {t: s for t, s in self.tracker.first_frame_scores.items() if self._sent.get(t) != s}
+        if not changed:
+            return instances
+        self._sent.update(changed)
+        first = self.tracker.first_frame_index
+        # track ids as users see them (1-based), like FrameInstances.track_ids
+        return dataclasses.replace(instances, score_corrections={(first, t + 1): s for t, s in changed.items()})
 
 
 @dataclass
@@ -75,6 +87,7 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
     """
     tracker = tracker or OriginalTracker()
     output_filter = output_filter or OutputFilter()
+    corrections = ScoreCorrections(tracker)
 
     def decode_and_prepare():
         for frame in source:
@@ -91,7 +104,7 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
         prepared = threaded_iter(decode_and_prepare, maxsize=max(queue_size, 2 * segmenter.batch_size),
                                  name=f"sipvis-reader:{source.name}")
         for frame, instances in segmenter.track_prepared(prepared, tracker):
-            writer.submit((frame.source, output_filter(instances)))
+            writer.submit((frame.source, output_filter(corrections(instances))))
             stats.frames += 1
             if progress is not None:
                 progress(1)

@@ -29,9 +29,11 @@ Writing::
          InstancePngSink("out_png/") as pngs, MotsTxtSink("out.txt") as mots:
         for frame, inst in ...:                  # inst: FrameInstances of `frame`
             video.write(renderer.draw(frame.image, inst), frame.pts)
-            pngs.write(inst)
-            mots.write(inst)
+            pngs.write(frame, inst)
+            mots.write(frame, inst)
 
+Every output of a run is a sink (`sinks.Sink`: `write(frame, instances)`, `close()`): the annotated
+video, YouTube-VIS JSON, PNGs, MOTS text, a window, and the live recording and snapshots.
 Every writer leaves a valid file when the `with` block ends by an exception or Ctrl-C.
 File formats are described in `formats` and `video_writer`, and in the README.
 """

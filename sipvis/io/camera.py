@@ -20,7 +20,7 @@ import numpy as np
 
 from sipvis.errors import SipvisError
 from sipvis.io.background import media_warning
-from sipvis.io.source import FrameSource, RawFrame, Window
+from sipvis.io.source import FrameRange, FrameSource, RawFrame
 
 MS = Fraction(1, 1000)  # time base of camera frames: pts are milliseconds
 
@@ -60,7 +60,7 @@ class CameraSource(FrameSource):
 
     def __init__(self, device: int | str, width: int | None = None, height: int | None = None,
                  fps: float | None = None) -> None:
-        super().__init__(Window(), threaded=False)
+        super().__init__(FrameRange(), threaded=False)
         self.device = device
         self.requested = (width, height, fps)
         self.is_camera = isinstance(device, int)

@@ -31,14 +31,32 @@ def ensure_folder(folder: Path) -> None:
         raise SipvisError(f"cannot create folder {folder}: {reason(exc)}") from None
 
 
+def temp_file_beside(path: Path, keep_suffix: bool = False) -> tuple[int, Path]:
+    """Create a new private file beside `path` for writing it under another name: `.NAME.XXXXXXXX.partial`,
+    or with `keep_suffix` `.NAME.XXXXXXXX.partial.EXT` (for writers that pick a format by extension).
+
+    The name is unique per call (`tempfile.mkstemp`: exclusive create, never follows a symlink planted at
+    that name), so two runs writing the same output cannot mix their bytes. Returns (open fd, path).
+    Raises OSError; `publish` moves the finished file into place.
+    """
+    suffix = ".partial" + (path.suffix if keep_suffix else "")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    return fd, Path(name)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Give the finished temporary file the user's usual mode (mkstemp makes it 0600) and rename it to
+    `path` atomically: a reader sees the old file or the new one, never half of one. Raises OSError."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Write `path` all at once or not at all: the block writes to a private temporary file in the same
-    folder, which replaces `path` by an atomic rename only when the block ends without an error.
-
-    The temporary name is unique per call (`tempfile.mkstemp`: exclusive create, never follows a
-    symlink planted at that name), so two runs writing the same output cannot mix their bytes; an
-    existing `path` is untouched until the rename. Errors become one-line `SipvisError`s naming `path`.
+    folder (`temp_file_beside`), which replaces `path` by an atomic rename only when the block ends
+    without an error. An existing `path` is untouched until the rename. Errors become one-line
+    `SipvisError`s naming `path`.
 
     Usage::
 
@@ -50,15 +68,13 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
     if path.is_dir():
         raise SipvisError(f"cannot write {path}: it is a folder")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        fd, tmp = temp_file_beside(path)
     except OSError as exc:
         raise SipvisError(f"cannot write {path}: {reason(exc)}") from None
-    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the user's usual mode
-        os.replace(tmp, path)
+        publish(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise SipvisError(f"cannot write {path}: {reason(exc)}") from None

@@ -1,4 +1,5 @@
-"""Per-frame result files: instance-id PNGs and MOTS text. Each is a sink: `write(FrameInstances)`, `close()`.
+"""Per-frame result files: instance-id PNGs and MOTS text. Each is a sink (`sipvis.io.sinks.Sink`):
+`write(frame, instances)` (they only read the instances), `close()`.
 
 Instance PNGs (`InstancePngSink`): one PNG per frame, named by the source frame
 index (`00000.png`, `00001.png`...; with `vid_stride` only the processed indices).
@@ -22,13 +23,12 @@ must not overlap, so overlapping pixels go to the higher-scoring instance (as in
 the video and the PNGs), and an instance left with no pixel gets no line.
 
 Both formats resolve overlaps the same way (`render.owner_map`). Interrupted runs
-leave valid files: each PNG is written under a temporary name and renamed, and the
-MOTS file is flushed after every frame.
+leave valid files: each PNG is written under a temporary name and renamed
+(`files.write_bytes_atomic`), and the MOTS file is flushed after every frame.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -39,8 +39,9 @@ from pycocotools import mask as mask_utils
 from sipvis.errors import SipvisError
 from sipvis.io.background import media_warning
 from sipvis.io.colors import track_colors
-from sipvis.io.files import ensure_folder, reason
+from sipvis.io.files import ensure_folder, reason, write_bytes_atomic
 from sipvis.io.render import owner_map
+from sipvis.io.source import Frame
 from sipvis.results import FrameInstances
 
 
@@ -101,27 +102,21 @@ class InstancePngSink:
     def path_for(self, index: int) -> Path:
         return self.folder / f"{index:0{self.digits}d}.png"
 
-    def write(self, frame: FrameInstances) -> None:
-        ids = id_map(frame)
+    def write(self, frame: Frame | None, instances: FrameInstances) -> None:
+        """Write the PNG of `instances` (`frame`, the image, is not needed: None is fine)."""
+        ids = id_map(instances)
         if not self._wide and ids.max(initial=0) > 255:
             if ids.max() > 65535:
                 raise SipvisError(f"track id {ids.max()} does not fit in a 16-bit PNG")
             self._wide = True
             media_warning(
-                f"{self.folder}: track id {ids.max()} > 255; from frame {frame.index} on, PNGs are 16-bit greyscale"
+                f"{self.folder}: track id {ids.max()} > 255; from frame {instances.index} on, PNGs are 16-bit greyscale"
             )
         if self._wide:
             data = encode_png(ids.astype(np.uint16))
         else:
             data = encode_png(ids.astype(np.uint8), self._palette)
-        path = self.path_for(frame.index)
-        tmp = path.with_name(f".{path.name}.partial")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)  # a reader never sees half a PNG, even after a crash
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise SipvisError(f"cannot write {path}: {reason(exc)}") from None
+        write_bytes_atomic(self.path_for(instances.index), data)  # a reader never sees half a PNG
         self.frames_written += 1
 
     def close(self) -> None:
@@ -163,8 +158,9 @@ class MotsTxtSink:
             raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None
         self.frames_written = 0
 
-    def write(self, frame: FrameInstances) -> None:
-        lines = mots_lines(frame)
+    def write(self, frame: Frame | None, instances: FrameInstances) -> None:
+        """Append the lines of `instances` (`frame`, the image, is not needed: None is fine)."""
+        lines = mots_lines(instances)
         try:
             if lines:
                 self._file.write("\n".join(lines) + "\n")

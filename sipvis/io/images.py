@@ -18,7 +18,7 @@ import numpy as np
 
 from sipvis.errors import SipvisError
 from sipvis.io.background import media_warning
-from sipvis.io.source import FrameSource, RawFrame, Window
+from sipvis.io.source import FrameRange, FrameSource, RawFrame
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2"}
 DEFAULT_IMAGE_FPS = 30.0
@@ -66,11 +66,11 @@ class ImageSequenceSource(FrameSource):
         spec: str,
         name: str,
         fps: float = DEFAULT_IMAGE_FPS,
-        window: Window = Window(),
+        frame_range: FrameRange = FrameRange(),
         threaded: bool = True,
         queue_size: int = 4,
     ) -> None:
-        super().__init__(window, threaded, queue_size)
+        super().__init__(frame_range, threaded, queue_size)
         if not files:
             raise SipvisError(f"no image files in {spec}")
         if fps <= 0:
@@ -91,7 +91,7 @@ class ImageSequenceSource(FrameSource):
         self.height, self.width = first.shape[:2]
 
     def _frames(self, start: float | None) -> Iterator[RawFrame]:
-        first = 0 if not start else max(0, int(start * float(self.fps)) - 1)  # the window filter is exact
+        first = 0 if not start else max(0, int(start * float(self.fps)) - 1)  # the frame range filter is exact
         for index in range(first, len(self.files)):
             yield RawFrame(index, None, index, self.time_base, lambda i=index: self._load(i))
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 from sipvis.errors import SipvisError
 from sipvis.io.images import DEFAULT_IMAGE_FPS, ImageSequenceSource, image_files, is_image_file, natural_key
-from sipvis.io.source import FrameSource, Window
+from sipvis.io.source import FrameRange, FrameSource
 from sipvis.io.video import VideoSource, camera_spec, is_url
+from sipvis.io.video_writer import CONTAINERS
 
+# files a folder of videos is searched for: every container sipvis writes, and these it only reads
 VIDEO_EXTENSIONS = {
-    ".mp4", ".m4v", ".mkv", ".avi", ".webm", ".mov", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-    ".flv", ".wmv", ".3gp", ".ogv", ".gif", ".y4m",
+    *CONTAINERS, ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".gif", ".y4m",
 }  # fmt: skip
 GLOB_CHARS = set("*?[")
 
@@ -45,8 +46,8 @@ def open_source(
 
     Args:
         spec: video file, image folder, single image, glob pattern, URL, or camera number.
-        vid_stride: yield every `vid_stride`-th frame (the first frame of the window is always yielded).
-        start, end: time window in seconds from the start of the source, `end` exclusive. A video
+        vid_stride: yield every `vid_stride`-th frame (the first frame in range is always yielded).
+        start, end: time range in seconds from the start of the source, `end` exclusive. A video
             file seeks to the keyframe before `start` and decodes from there.
         max_frames: stop after yielding this many frames.
         fps: frame rate to assume for image sequences (default 30); ignored for videos.
@@ -56,8 +57,8 @@ def open_source(
         SipvisError: missing input, unreadable or non-video file, no video stream, no decodable frame,
             empty folder, a pattern matching nothing, a folder of videos (use `expand_inputs`).
     """
-    window = Window(start, end, vid_stride, max_frames)
-    common = dict(window=window, threaded=threaded, queue_size=queue_size)
+    frame_range = FrameRange(start, end, vid_stride, max_frames)
+    common = dict(frame_range=frame_range, threaded=threaded, queue_size=queue_size)
     image_fps = DEFAULT_IMAGE_FPS if fps is None else fps
     if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit() and not Path(spec).exists()):
         device, device_format = camera_spec(int(spec))

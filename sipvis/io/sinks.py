@@ -1,19 +1,46 @@
-"""Sinks: what the tracking pipeline writes each processed frame to (annotated video, YouTube-VIS JSON).
+"""Sinks: every output a run writes each processed frame to, behind one interface (`Sink`).
 
-Each sink has `write(frame, instances)` (called in frame order, in the writer thread) and `close()`
-(called once, also after an error or Ctrl-C, so what was processed is saved as a valid file).
+A sink has `write(frame, instances)` (called once per processed frame, in frame order; by `track` in
+the writer thread) and `close()` (called once, also after an error or Ctrl-C, so what was processed is
+saved as a valid file). `frame` is the image the frame's outputs are drawn from: the source frame in
+`track`, the annotated view in `live`. Sinks that only need the instances ignore it.
+
+The sinks: `AnnotatedVideoSink` (draw + encode), `VideoJsonSink` (YouTube-VIS results, via
+`ResultsJson`), `InstancePngSink` and `MotsTxtSink` (`sipvis.io.formats`), `WindowSink` (show in a
+window), and for live runs `Recorder` (record the annotated view, started and stopped at will) and
+`SnapshotSink` (save the frame on screen as PNG + JSON on request).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
+import cv2
+import numpy as np
+
+from sipvis.errors import SipvisError
 from sipvis.io.render import Renderer
 from sipvis.io.source import Frame, FrameSource
 from sipvis.io.video_writer import VideoWriter
-from sipvis.io.ytvis_results import VideoResultsBuilder, write_results_json
+from sipvis.io.ytvis_results import VideoResultsBuilder, encode_rle, write_results_json
 from sipvis.results import FrameInstances
-from sipvis.track.tracker import OriginalTracker
+
+
+class StopRequested(Exception):
+    """Raised by a sink to end the run early and cleanly (e.g. the user pressed q in the window)."""
+
+
+class Sink(Protocol):
+    """Receives every processed frame in order and is closed once at the end."""
+
+    def write(self, frame: Frame, instances: FrameInstances) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class AnnotatedVideoSink:
@@ -53,8 +80,6 @@ class WindowSink:
         self.renderer = Renderer(class_names, alpha=0.5, trails=trails)
 
     def write(self, frame: Frame, instances: FrameInstances) -> None:
-        from sipvis.engine.pipeline import StopRequested
-
         if self.window is None:
             self.window = self.open_window()
         self.window.show(self.renderer.draw(frame.image, instances))
@@ -77,8 +102,9 @@ class ResultsJson:
         self.path = Path(path)
         self.entries: list[dict] = []
 
-    def video(self, video_id: int, tracker: OriginalTracker, first_frame_quirk: bool = True) -> "VideoJsonSink":
-        return VideoJsonSink(self, video_id, tracker, first_frame_quirk)
+    def video(self, video_id: int, first_frame_quirk: bool = True) -> "VideoJsonSink":
+        """The sink of one video. `first_frame_quirk`: apply the instances' `score_corrections`."""
+        return VideoJsonSink(self, video_id, first_frame_quirk)
 
     def add(self, entries: list[dict]) -> None:
         self.entries.extend(entries)
@@ -88,24 +114,170 @@ class ResultsJson:
 class VideoJsonSink:
     """Aggregates one video's frames per track and hands them to its `ResultsJson` at close.
 
-    `first_frame_quirk` applies the original's first-frame score overwrite (see `OriginalTracker`),
-    which the reference outputs of the original code contain.
+    `first_frame_quirk` applies the `score_corrections` the frames carry (the original tracker's
+    first-frame score overwrite, see `FrameInstances`), which the reference outputs of the original
+    code contain.
     """
 
-    def __init__(self, target: ResultsJson, video_id: int, tracker: OriginalTracker, first_frame_quirk: bool) -> None:
+    def __init__(self, target: ResultsJson, video_id: int, first_frame_quirk: bool = True) -> None:
         self.target = target
         self.builder = VideoResultsBuilder(video_id)
-        self.tracker = tracker
         self.first_frame_quirk = first_frame_quirk
-        self._positions: dict[int, int] = {}
+        self._positions: dict[int, int] = {}  # frame index -> position in `segmentations`
+        self._corrections: dict[tuple[int, int], float] = {}
 
-    def write(self, frame: Frame, instances: FrameInstances) -> None:
+    def write(self, frame: Frame | None, instances: FrameInstances) -> None:
         self._positions[instances.index] = self.builder.num_frames
         self.builder.add(instances)
+        self._corrections.update(instances.score_corrections)
 
     def close(self) -> None:
         overrides = {}
-        first = self.tracker.first_frame_index
-        if self.first_frame_quirk and first in self._positions:
-            overrides = {(self._positions[first], t + 1): s for t, s in self.tracker.first_frame_scores.items()}
+        if self.first_frame_quirk:
+            overrides = {(self._positions[index], track_id): score
+                         for (index, track_id), score in self._corrections.items() if index in self._positions}
         self.target.add(self.builder.results(overrides))
+
+
+class Recorder:
+    """Records the frames it is given (live: the annotated view); `start`/`stop` any number of times, one
+    file per start. Frames written while not recording are skipped.
+
+    Args:
+        path: the first recording's file (.mp4/.mkv/.mov/.avi); later ones get `_2`, `_3`... None: each
+            start creates `sipvis_live_<date>-<time>.mp4` in `folder`.
+        width, height, fps: frame size and nominal rate.
+        time_base: the unit of the `pts` of the frames written (a file played through: its own clock;
+            a camera or stream: the arrival clock in ms, so a recording plays in real time, dropped
+            frames included, the previous frame staying on screen).
+    """
+
+    def __init__(self, path: str | Path | None, width: int, height: int, fps: float | Fraction,
+                 time_base: Fraction, folder: str | Path = ".") -> None:
+        self.path = Path(path) if path is not None else None
+        self.folder = Path(folder)
+        self.size = (width, height)
+        self.fps = fps
+        self.time_base = time_base
+        self.files: list[Path] = []
+        self._writer: VideoWriter | None = None
+        self._count = 0
+
+    @property
+    def recording(self) -> bool:
+        return self._writer is not None
+
+    def _next_path(self) -> Path:
+        self._count += 1
+        if self.path is None:
+            path = self.folder / f"sipvis_live_{datetime.now():%Y%m%d-%H%M%S}.mp4"
+        elif self._count == 1:
+            path = self.path
+        else:
+            path = self.path.with_name(f"{self.path.stem}_{self._count}{self.path.suffix}")
+        n = 2
+        base = path
+        while path.exists() and path not in self.files and self.path is None:
+            path = base.with_name(f"{base.stem}_{n}{base.suffix}")
+            n += 1
+        return path
+
+    def start(self) -> Path:
+        if self._writer is None:
+            path = self._next_path()
+            self._writer = VideoWriter(path, *self.size, self.fps, self.time_base)
+            self.files.append(path)
+        return self._writer.path
+
+    def stop(self) -> Path | None:
+        """Finish the current file (playable); returns its path, or None if not recording."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return None
+        writer.close()
+        return writer.path if writer.frames_written else None
+
+    def toggle(self) -> tuple[bool, Path | None]:
+        """Start or stop; returns (recording now, the file started or finished)."""
+        if self.recording:
+            return False, self.stop()
+        return True, self.start()
+
+    def write(self, frame: Frame, instances: FrameInstances) -> None:
+        if self._writer is not None:
+            self._writer.write(frame.image, frame.pts)
+
+    def close(self) -> None:
+        self.stop()
+
+
+class SnapshotSink:
+    """Keeps the last frame written (live: the annotated view on screen) and saves it on request
+    (`take`) as `sipvis_snapshot_<date>-<time>_<frame>.png` + `.json` (its instances, `snapshot_dict`).
+
+    Args:
+        folder: where snapshots go (created when the first is taken).
+        class_names: label index -> name, for the JSON.
+        source: the input's name, for the JSON.
+    """
+
+    def __init__(self, folder: str | Path, class_names: Sequence[str], source: str = "") -> None:
+        self.folder = Path(folder)
+        self.class_names = class_names
+        self.source = source
+        self.last: tuple[Frame, FrameInstances] | None = None
+
+    def write(self, frame: Frame, instances: FrameInstances) -> None:
+        self.last = (frame, instances)
+
+    def take(self) -> tuple[Path, Path] | None:
+        """Save the last frame; returns (png, json), or None before the first frame.
+
+        Raises:
+            SipvisError: the folder is not writable.
+        """
+        if self.last is None:
+            return None
+        frame, instances = self.last
+        return write_snapshot(self.folder, frame.image, instances, self.class_names, self.source)
+
+    def close(self) -> None:
+        """Nothing is held open; present for the common sink interface."""
+
+
+def snapshot_dict(instances: FrameInstances, class_names: Sequence[str], source: str = "") -> dict:
+    """The instances of one frame as JSON-ready data (masks as COCO compressed RLE, category ids 1-based)."""
+    out = []
+    for k in np.argsort(-instances.scores, kind="stable"):
+        label = int(instances.labels[k])
+        out.append({
+            "track_id": int(instances.track_ids[k]),
+            "category_id": label + 1,
+            "class": class_names[label] if 0 <= label < len(class_names) else f"class{label}",
+            "score": round(float(instances.scores[k]), 6),
+            "box": [round(float(v), 2) for v in instances.boxes[k]],  # x1, y1, x2, y2 in pixels
+            "segmentation": encode_rle(instances.masks[k]),
+        })
+    return {"source": source, "frame": instances.index, "timestamp": instances.timestamp,
+            "width": instances.width, "height": instances.height, "instances": out}
+
+
+def write_snapshot(folder: str | Path, image: np.ndarray, instances: FrameInstances, class_names: Sequence[str],
+                   source: str = "") -> tuple[Path, Path]:
+    """Write `sipvis_snapshot_<date>-<time>_<frame>.png` (the annotated image) and `.json` (its instances).
+
+    Raises:
+        SipvisError: the folder is not writable.
+    """
+    folder = Path(folder)
+    stem = folder / f"sipvis_snapshot_{datetime.now():%Y%m%d-%H%M%S}_{instances.index:06d}"
+    png, js = stem.with_suffix(".png"), stem.with_suffix(".json")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(png), image):
+            raise OSError("OpenCV could not write the PNG")
+        js.write_text(json.dumps(snapshot_dict(instances, class_names, source), indent=1))
+    except OSError as exc:
+        raise SipvisError(f"cannot write snapshot {png}: {getattr(exc, 'strerror', None) or exc}") from None
+    return png, js
+

@@ -1,9 +1,9 @@
 """What every reader returns: decoded `Frame`s and a `FrameSource` that iterates them.
 
 A `FrameSource` knows its metadata up front (size, frame rate, duration...) and
-yields frames in display order. The window options shared by all readers
-(`start`/`end` in seconds, `vid_stride`, `max_frames`) are applied here, so each
-reader only has to decode; a reader may seek close to `start` first.
+yields frames in display order. The frame range shared by all readers
+(`FrameRange`: `start`/`end` in seconds, `vid_stride`, `max_frames`) is applied here,
+so each reader only has to decode; a reader may seek close to `start` first.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sipvis.io.background import threaded_iter
 
 # A frame stamped less than this fraction of a frame interval before `start` (or `end`) counts as
 # on it: container time bases round timestamps (e.g. to 1 ms in Matroska).
-WINDOW_TOLERANCE = 0.1
+RANGE_TOLERANCE = 0.1
 
 
 @dataclass
@@ -50,7 +50,7 @@ class RawFrame:
     """A frame found by a reader but not yet converted to an image.
 
     `load()` returns the (H, W, 3) uint8 BGR image, or None if it cannot be read
-    (the reader has warned). Readers yield these so frames the window drops
+    (the reader has warned). Readers yield these so frames the frame range drops
     (`vid_stride`, before `start`) are never converted or read from disk.
     """
 
@@ -62,7 +62,7 @@ class RawFrame:
 
 
 @dataclass(frozen=True)
-class Window:
+class FrameRange:
     """Which frames of a source to yield: the time range, every `stride`-th frame, at most `max_frames`."""
 
     start: float | None = None
@@ -113,8 +113,8 @@ class FrameSource:
     time_base: Fraction | None = None
     is_live: bool = False
 
-    def __init__(self, window: Window, threaded: bool = True, queue_size: int = 4) -> None:
-        self.window = window
+    def __init__(self, frame_range: FrameRange, threaded: bool = True, queue_size: int = 4) -> None:
+        self.frame_range = frame_range
         self.threaded = threaded
         self.queue_size = queue_size
 
@@ -128,17 +128,17 @@ class FrameSource:
         if total is None and self.duration is not None and self.fps:
             total = round(self.duration * float(self.fps))
         if total is None:
-            return self.window.max_frames
-        w = self.window
-        # the same tolerance as `_windowed`: frame i (at i / fps) is in when i >= start * fps - 0.1
-        first = 0 if w.start is None else min(total, math.ceil(w.start * float(self.fps) - WINDOW_TOLERANCE))
-        last = total if w.end is None else min(total, math.ceil(w.end * float(self.fps) - WINDOW_TOLERANCE))
+            return self.frame_range.max_frames
+        w = self.frame_range
+        # the same tolerance as `_in_range`: frame i (at i / fps) is in when i >= start * fps - 0.1
+        first = 0 if w.start is None else min(total, math.ceil(w.start * float(self.fps) - RANGE_TOLERANCE))
+        last = total if w.end is None else min(total, math.ceil(w.end * float(self.fps) - RANGE_TOLERANCE))
         n = max(0, -(-(last - first) // w.stride))
         return n if w.max_frames is None else min(n, w.max_frames)
 
-    def _windowed(self) -> Iterator[Frame]:
-        w = self.window
-        eps = WINDOW_TOLERANCE / float(self.fps)
+    def _in_range(self) -> Iterator[Frame]:
+        w = self.frame_range
+        eps = RANGE_TOLERANCE / float(self.fps)
         seen = yielded = 0
         for frame in self._frames(w.start):
             t = frame.timestamp if frame.timestamp is not None else frame.index / float(self.fps)
@@ -158,8 +158,8 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[Frame]:
         if not self.threaded:
-            return self._windowed()
-        return threaded_iter(self._windowed, maxsize=self.queue_size, name=f"sipvis-reader:{self.name}")
+            return self._in_range()
+        return threaded_iter(self._in_range, maxsize=self.queue_size, name=f"sipvis-reader:{self.name}")
 
     def close(self) -> None:
         """Release what the source holds open between iterations (nothing by default)."""

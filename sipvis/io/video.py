@@ -21,7 +21,7 @@ import numpy as np
 from sipvis.errors import SipvisError
 from sipvis.io.background import media_warning
 from sipvis.io.files import reason
-from sipvis.io.source import WINDOW_TOLERANCE, FrameSource, RawFrame, Window
+from sipvis.io.source import RANGE_TOLERANCE, FrameRange, FrameSource, RawFrame
 
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # schemes whose sources have no end and cannot seek; http(s) may be either, so the container decides
@@ -91,7 +91,7 @@ class VideoSource(FrameSource):
 
     Args:
         spec: path, URL, or (for a camera) an FFmpeg device string with `device_format`.
-        window: which frames to yield.
+        frame_range: which frames to yield.
         threaded: decode in a background thread, `queue_size` frames ahead.
         device_format: FFmpeg input format for cameras (`v4l2`, `avfoundation`, `dshow`).
     """
@@ -99,12 +99,12 @@ class VideoSource(FrameSource):
     def __init__(
         self,
         spec: str,
-        window: Window = Window(),
+        frame_range: FrameRange = FrameRange(),
         threaded: bool = True,
         queue_size: int = 4,
         device_format: str | None = None,
     ) -> None:
-        super().__init__(window, threaded, queue_size)
+        super().__init__(frame_range, threaded, queue_size)
         self.spec = spec
         self._device_format = device_format
         url = is_url(spec)
@@ -241,11 +241,11 @@ class VideoSource(FrameSource):
             if first is not None:
                 frames = _chain(first, frames)
             tb = stream.time_base
-            eps = WINDOW_TOLERANCE / float(self.fps)
+            eps = RANGE_TOLERANCE / float(self.fps)
             for count, frame in enumerate(frames):
                 pts = frame.pts
                 timestamp = float((pts - self._start_time) * tb) if pts is not None and tb is not None else None
-                # skip frames before `start` without converting them (the window filter drops them anyway)
+                # skip frames before `start` without converting them (the frame range drops them anyway)
                 if start and timestamp is not None and timestamp < start - eps:
                     continue
                 if seeked and timestamp is not None:

@@ -7,8 +7,8 @@ the source timestamps (variable frame rate stays variable); the first frame star
 at 0. The audio of `audio_from` over the same time span is copied packet by packet
 when the output container can hold its codec, else transcoded to AAC.
 
-The file is written under a temporary name beside the output (`.NAME.partial.EXT`)
-and renamed when `close()` finishes, so the output path only ever holds a complete
+The file is written under a temporary name beside the output, unique to the run
+(`.NAME.XXXXXXXX.partial.EXT`, see `files.temp_file_beside`), and renamed when `close()` finishes, so the output path only ever holds a complete
 file; `close()` runs on leaving a `with` block, also on an exception or Ctrl-C, and
 then keeps every frame written so far.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from sipvis.errors import SipvisError
 from sipvis.io.background import BackgroundWorker, media_warning
-from sipvis.io.files import ensure_folder, reason
+from sipvis.io.files import ensure_folder, publish, reason, temp_file_beside
 
 # output extension -> (FFmpeg muxer, audio codecs it takes as they are)
 CONTAINERS: dict[str, tuple[str, set[str] | None]] = {
@@ -84,7 +84,6 @@ class VideoWriter:
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
         self.frames_written = 0
         self._format, self._copyable = CONTAINERS[suffix]
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self._closed = False
         self._first_pts: int | None = None
         self._last_pts: int | None = None  # encoder pts (from 0) of the last frame, in units of `_tb`
@@ -93,8 +92,14 @@ class VideoWriter:
         ensure_folder(self.path.parent)
         options = {"movflags": "+faststart"} if self._format in ("mp4", "mov") else {}
         try:
+            fd, self._tmp = temp_file_beside(self.path, keep_suffix=True)
+        except OSError as exc:
+            raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None
+        os.close(fd)  # FFmpeg opens the file by name
+        try:
             self._container = av.open(str(self._tmp), "w", format=self._format, options=options)
         except (av.error.FFmpegError, OSError) as exc:
+            self._tmp.unlink(missing_ok=True)
             raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None
         try:
             self._video = self._add_video_stream(crf, preset)
@@ -239,7 +244,7 @@ class VideoWriter:
         if self._audio is not None:
             self._audio.close()
         if self.frames_written and finished and error is None:
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
             if error is None:

@@ -6,15 +6,13 @@ Format (CodaLab): a JSON list of {"video_id", "category_id", "score", "segmentat
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from sipvis.errors import SipvisError
+from sipvis.io.files import write_json_atomic
 from sipvis.results import FrameInstances
 
 
@@ -65,13 +63,5 @@ class VideoResultsBuilder:
 
 
 def write_results_json(path: str | os.PathLike, entries: list[dict]) -> None:
-    """Write atomically (temp file + rename) so an interrupted run never leaves half a JSON."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(entries, f)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SipvisError(f"cannot write {path}: {exc.strerror or exc}") from None
+    """Write atomically (`files.write_json_atomic`) so an interrupted run never leaves half a JSON."""
+    write_json_atomic(path, entries)

@@ -44,8 +44,10 @@ class OriginalTracker:
 
     `first_frame_scores` reproduces a quirk of the original run on CPU (its reference outputs): the
     memory shares storage with the first frame's detections until the first new object is appended,
-    so claims made before then overwrite the first frame's reported scores. The video aggregation can
-    apply it (`--tracker original`); it records {track_id: score} for the first frame's detections.
+    so claims made before then overwrite the first frame's reported scores. It records
+    {track_id (0-based): score} for the first frame's detections, frame `first_frame_index`; the engine
+    hands them to the sinks as plain data (`FrameInstances.score_corrections`, built by
+    `sipvis.engine.pipeline.ScoreCorrections`) and the YouTube-VIS JSON applies them.
     """
 
     cfg: TrackerConfig = field(default_factory=TrackerConfig)

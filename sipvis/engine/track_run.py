@@ -1,0 +1,150 @@
+"""The `track` run, callable from Python: open each input, plan its outputs, run the streaming pipeline
+(`pipeline.track_source`) into its sinks, one input after the other.
+
+Example::
+
+    from sipvis.engine.track_run import track_inputs
+    from sipvis.io.inputs import expand_inputs
+
+    plan = track_inputs(expand_inputs(["clips/"]), ["results/"], ("video", "json"), segmenter)
+
+The caller shows progress and prints: `progress(source)` returns a context manager around one input's
+run that yields a callable `advance(frames)`; `on_done(source, stats, paths)` follows each input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sipvis.engine.inference import Segmenter
+from sipvis.engine.pipeline import OutputFilter, RunStats, track_source
+from sipvis.errors import SipvisError
+from sipvis.io.formats import InstancePngSink, MotsTxtSink
+from sipvis.io.inputs import open_source
+from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink
+from sipvis.io.source import FrameRange, FrameSource
+from sipvis.io.video_writer import CONTAINERS
+from sipvis.track.tracker import OriginalTracker
+
+# what a file `-o` holds, by extension (every video container the writer knows is a video)
+FILE_KINDS = {**{suffix: "video" for suffix in CONTAINERS}, ".json": "json", ".txt": "mots"}
+# the file (or folder) each format gets inside an output folder
+FOLDER_NAMES = {"video": "{}.mp4", "json": "{}.json", "png": "{}_png", "mots": "{}.txt"}
+
+Progress = Callable[[FrameSource], AbstractContextManager[Callable[[int], None] | None]]
+OnDone = Callable[[FrameSource, RunStats, dict[str, Path]], None]
+OpenWindow = Callable[[FrameSource], object]  # a window: show(image), poll() -> key, closed(), close()
+
+
+@dataclass
+class OutputPlan:
+    """Where each input's outputs go. `json_all` is one results file shared by every input."""
+
+    per_input: list[dict[str, Path]] = field(default_factory=list)
+    json_all: Path | None = None
+
+
+def plan_outputs(names: list[str], outputs: Sequence[str], formats: Sequence[str]) -> OutputPlan:
+    """Decide the output paths. A file `-o` (by extension) is one output; any other `-o` is a folder that
+    receives `<name>.mp4`, `<name>.json`, `<name>_png/`, `<name>.txt` for the formats asked (default:
+    video and json). Several inputs share one .json file (video ids in input order)."""
+    plan = OutputPlan(per_input=[{} for _ in names])
+    for out in outputs:
+        path = Path(out)
+        suffix = path.suffix.lower()
+        kind = FILE_KINDS.get(suffix)
+        if kind == "json" and len(names) > 1:
+            plan.json_all = path
+        elif kind is not None:
+            if len(names) > 1:
+                raise SipvisError(f"-o {out}: with {len(names)} inputs, give a folder (one output per input) "
+                                  "or a .json file (all videos in one results file)")
+            if formats and kind not in formats:
+                raise SipvisError(f"-o {out} is a {kind} file but --format asks for {','.join(formats)}")
+            plan.per_input[0][kind] = path
+        elif suffix and not out.endswith(("/", "\\")) and not path.is_dir():
+            raise SipvisError(f"-o {out}: unknown output type {suffix!r}; use .mp4/.mkv/.mov/.avi (video), "
+                              ".json (YouTube-VIS results), .txt (MOTS), or a folder")
+        else:
+            for slot, name in zip(plan.per_input, unique_names(names)):
+                for kind in formats or ("video", "json"):
+                    slot[kind] = path / FOLDER_NAMES[kind].format(name)
+    return plan
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """File-safe names, made unique by `_2`, `_3`... in input order."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        safe = re.sub(r"[^\w.-]+", "_", name) or "input"
+        seen[safe] = seen.get(safe, 0) + 1
+        unique.append(safe if seen[safe] == 1 else f"{safe}_{seen[safe]}")
+    return unique
+
+
+def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str], segmenter: Segmenter,
+                 output_filter: OutputFilter | None = None, frame_range: FrameRange = FrameRange(), *,
+                 fps: float | None = None, trails: bool = False, open_window: OpenWindow | None = None,
+                 progress: Progress | None = None, on_done: OnDone | None = None) -> OutputPlan:
+    """Track every input of `specs` (from `expand_inputs`) into the outputs planned from `outputs` and
+    `formats` (see `plan_outputs`); returns the plan.
+
+    Args:
+        frame_range: which frames of each input (`--start/--end/--vid-stride/--max-frames`).
+        fps: frame rate of image-sequence inputs.
+        trails: draw each track's recent path in annotated videos.
+        open_window: `open_window(source)` builds a window to show the input's annotated frames in (q stops).
+        progress, on_done: see the module docstring.
+    """
+    progress = progress or (lambda source: contextlib.nullcontext())
+    sources: list[FrameSource] = []
+    try:
+        for spec in specs:
+            sources.append(open_source(spec, frame_range.stride, frame_range.start, frame_range.end,
+                                       frame_range.max_frames, fps=fps, threaded=False))
+        plan = plan_outputs([s.name for s in sources], outputs, formats)
+        shared_json = ResultsJson(plan.json_all) if plan.json_all else None
+        for video_id, (source, paths) in enumerate(zip(sources, plan.per_input), start=1):
+            sinks = _open_sinks(source, paths, segmenter.class_names, trails, open_window,
+                                shared_json.video(video_id) if shared_json is not None else None)
+            with progress(source) as advance:
+                stats = track_source(source, segmenter, sinks, OriginalTracker(), output_filter, progress=advance)
+            if on_done is not None:
+                on_done(source, stats, paths)
+        return plan
+    finally:
+        for source in sources:
+            source.close()
+
+
+def _open_sinks(source: FrameSource, paths: dict[str, Path], class_names, trails: bool,
+                open_window: OpenWindow | None, shared: Sink | None) -> list[Sink]:
+    """The sinks of one input, in writing order; those opened are closed again if one fails to open."""
+    openers: list[Callable[[], Sink]] = []
+    if shared is not None:
+        openers.append(lambda: shared)
+    if "json" in paths:
+        openers.append(lambda: ResultsJson(paths["json"]).video(1))
+    if "video" in paths:
+        openers.append(lambda: AnnotatedVideoSink(paths["video"], source, class_names, trails))
+    if "png" in paths:
+        openers.append(lambda: InstancePngSink(paths["png"]))
+    if "mots" in paths:
+        openers.append(lambda: MotsTxtSink(paths["mots"]))
+    if open_window is not None:
+        openers.append(lambda: WindowSink(lambda: open_window(source), class_names, trails))
+    sinks: list[Sink] = []
+    try:
+        for open_sink in openers:
+            sinks.append(open_sink())
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
