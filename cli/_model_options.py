@@ -62,12 +62,14 @@ def build_segmenter(weights: str | None, device: str, precision: str, batch: int
     Raises:
         SipvisError: unknown device/precision, unreadable weights, a class the model does not know.
     """
+    from sipvis.cli._progress import DownloadBars
     from sipvis.engine.inference import Segmenter
     from sipvis.weights import default_weights_name
 
     overrides = {k: v for k, v in (("score_thr", score_thr), ("max_per_img", max_dets)) if v is not None}
-    segmenter = Segmenter.from_checkpoint(weights or default_weights_name(), device, precision, batch,
-                                          progress=progress, overrides=overrides)
+    with DownloadBars(enabled=progress) as bars:  # drawn only if the weights must be downloaded
+        segmenter = Segmenter.from_checkpoint(weights or default_weights_name(), device, precision, batch,
+                                              progress=bars, overrides=overrides)
     return segmenter, class_indices(class_filter, segmenter.class_names)
 
 

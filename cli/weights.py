@@ -107,8 +107,8 @@ def info_command(path: str) -> None:
     from sipvis.checkpoint import load_weights
     from sipvis.weights import resolve_weights
 
-    resolved = resolve_weights(path, download=False, progress=False)
-    cfg, state = load_weights(path, progress=False)
+    resolved = resolve_weights(path, download=False)
+    cfg, state = load_weights(path)
     n_params = sum(v.numel() for v in state.values())
     click.echo(f"path:       {resolved.path}")
     click.echo(f"format:     {resolved.format}")

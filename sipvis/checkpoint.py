@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sipvis.errors import SipvisError
+from sipvis.weights import DownloadProgress
 from sipvis.model.config import COCO_CLASSES, YTVIS_2019_CLASSES, SipMaskConfig
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     model.load_state_dict(state)
 
 
-def load_weights(spec: str | Path, progress: bool = True) -> tuple[SipMaskConfig, dict[str, torch.Tensor]]:
+def load_weights(spec: str | Path, progress: DownloadProgress | None = None) -> tuple[SipMaskConfig, dict[str, torch.Tensor]]:
     """Any `--weights` value (registry name, URL, sipvis checkpoint, original .pth) -> (config, state_dict).
 
     Original mmdet-v1 files are converted on first use; the result is cached beside them
@@ -277,7 +278,7 @@ def load_weights(spec: str | Path, progress: bool = True) -> tuple[SipMaskConfig
 
 
 def build_model(weights: str | Path, *, overrides: dict | None = None, target: SipMaskConfig | None = None,
-                progress=True) -> tuple[SipMaskVIS, LoadReport]:
+                progress: DownloadProgress | None = None) -> tuple[SipMaskVIS, LoadReport]:
     """The one way from a `--weights` value to a model: registry name, URL, sipvis checkpoint or original
     mmdet-v1 `.pth` (converted and cached on first use, see `load_weights`).
 
@@ -289,7 +290,7 @@ def build_model(weights: str | Path, *, overrides: dict | None = None, target: S
             other classes): a fresh `init_weights` model that takes every tensor that fits; the
             class-dependent layers and the tracking branch that do not are left fresh and listed in
             `report.reinitialised`. Anything else that does not fit is a `SipvisError` naming the keys.
-        progress: passed as it is to `resolve_weights` (download progress).
+        progress: told how a download goes (`sipvis.weights.DownloadProgress`); None: silently.
 
     Returns:
         (model in eval mode on the CPU, load report).
@@ -304,7 +305,7 @@ def build_model(weights: str | Path, *, overrides: dict | None = None, target: S
     return model.eval(), LoadReport()
 
 
-def _build_for_target(weights: str | Path, cfg: SipMaskConfig, progress) -> tuple[SipMaskVIS, LoadReport]:
+def _build_for_target(weights: str | Path, cfg: SipMaskConfig, progress: DownloadProgress | None) -> tuple[SipMaskVIS, LoadReport]:
     """`build_model` with a target config: the checkpoint's tensors that fit in a fresh `cfg` model.
     Original checkpoints are converted for `cfg` directly (no cache: the cache holds the inferred config)."""
     from sipvis.model.sipmask import SipMaskVIS

@@ -462,8 +462,6 @@ def download(url_or_entry: str | Entry, dest: Path | str, sha256: str | None = N
 
 def _fetch_to_part(url: str, file_id: str | None, part: Path, progress: DownloadProgress | None, label: str) -> None:
     """Fill `part` with the whole remote file, resuming and retrying transfers cut midway."""
-    if not callable(progress):  # earlier callers passed a bool: the library itself never draws a bar
-        progress = None
     # One cookie jar per download: the Drive confirmation may ride on a cookie.
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     attempt = 0

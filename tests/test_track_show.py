@@ -37,7 +37,7 @@ class ScriptedWindow:
 
 
 def test_q_in_the_window_stops_cleanly(tmp_path):
-    segmenter = Segmenter.from_checkpoint(str(tiny_checkpoint(tmp_path)), device="cpu", progress=False)
+    segmenter = Segmenter.from_checkpoint(str(tiny_checkpoint(tmp_path)), device="cpu")
     source = open_source(require(REFERENCE / "clip_a" / "frames"), threaded=False)
     window = ScriptedWindow(quit_after=2)
     tracker = OriginalTracker()
@@ -57,7 +57,7 @@ def test_track_inputs_runs_from_python_with_progress_and_done_callbacks(tmp_path
     from sipvis.engine.track_run import track_inputs
     from sipvis.io.source import FrameRange
 
-    segmenter = Segmenter.from_checkpoint(str(tiny_checkpoint(tmp_path)), device="cpu", progress=False)
+    segmenter = Segmenter.from_checkpoint(str(tiny_checkpoint(tmp_path)), device="cpu")
     advanced, done = [], []
 
     @contextlib.contextmanager

@@ -530,9 +530,6 @@ def generate(out_dir: str | Path, cfg: SynthConfig,
     ann_dir = out_dir / "annotations"
     for d in (out_dir, img_root, ann_dir) + ((clip_root,) if cfg.clips else ()):
         _mkdir(d)
-    if not callable(progress):  # earlier callers passed a bool: the library itself never draws a bar
-        progress = None
-
     videos: list[dict] = []
     annotations: list[dict] = []
     if progress is not None:

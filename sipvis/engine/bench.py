@@ -258,7 +258,7 @@ def measure_end_to_end(segmenter: Segmenter, spec, frames: int, workdir: Path, v
     source = open_source(spec, threaded=False, max_frames=frames)
     try:
         tracker = OriginalTracker()
-        sinks = [ResultsJson(workdir / f"{'video' if video else 'json'}.json").video(1, tracker)]
+        sinks = [ResultsJson(workdir / f"{'video' if video else 'json'}.json").video(1)]
         if video:
             sinks.append(AnnotatedVideoSink(workdir / "annotated.mp4", source, segmenter.class_names))
         report = None if progress is None else (lambda n: progress(name, n))

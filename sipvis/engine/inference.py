@@ -23,6 +23,7 @@ from sipvis.model.preprocess import normalize_and_pad, resize_frame
 from sipvis.model.sipmask import SipMaskVIS
 from sipvis.results import FrameInstances
 from sipvis.track.tracker import OriginalTracker, visible_detections
+from sipvis.weights import DownloadProgress
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -116,10 +117,11 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(cls, weights, device: str = "auto", precision: str = "auto", batch_size: int = 1,
-                        progress=True, overrides: dict | None = None) -> "Segmenter":
+                        progress: DownloadProgress | None = None, overrides: dict | None = None) -> "Segmenter":
         """Any `--weights` value: registry name, URL, sipvis checkpoint or the original `.pth`, built by
         `sipvis.checkpoint.build_model` with the config `overrides` (e.g. score_thr, max_per_img).
-        Device and precision are checked before the weights are fetched."""
+        Device and precision are checked before the weights are fetched; `progress` is told how a
+        download goes (`sipvis.weights.DownloadProgress`)."""
         from sipvis.checkpoint import build_model
 
         dev = resolve_device(device)
