@@ -29,8 +29,9 @@ def test_demo_writes_playable_video_and_json(tmp_path):
 
 @pytest.mark.slow
 def test_bundled_demo_weights_reach_the_readme_ap_on_the_held_out_split(tmp_path):
-    """The README's claim, end to end: `sipvis synth ... --seed 100` (50 videos the demo model never saw)
-    scored with `sipvis eval --dataset youtube-vis --weights demo` on the CPU. README: AP 0.536."""
+    """docs/train.md's claim ("The demo model"), end to end: `sipvis synth ... --seed 100` (50 videos the
+    demo model never saw) scored with `sipvis eval --dataset youtube-vis --weights demo` on the CPU.
+    docs/train.md: AP 0.536."""
     generate(tmp_path, SynthConfig(videos=50, frames=24, seed=100, split="test100", clips=False), progress=None)
     metrics = tmp_path / "metrics.json"
     result = subprocess.run([sys.executable, "-c", "from sipvis.cli import main; main()", "eval", "--dataset",
@@ -40,4 +41,4 @@ def test_bundled_demo_weights_reach_the_readme_ap_on_the_held_out_split(tmp_path
     assert result.returncode == 0, result.stderr
     ap = json.loads(metrics.read_text())["AP"]
     assert ap >= 0.5, ap
-    assert abs(ap - 0.536) < 0.01, f"AP {ap:.4f}: the README says 0.536"
+    assert abs(ap - 0.536) < 0.01, f"AP {ap:.4f}: docs/train.md (The demo model) says 0.536"
