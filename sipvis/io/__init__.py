@@ -35,7 +35,7 @@ Writing::
 Every output of a run is a sink (`sinks.Sink`: `write(frame, instances)`, `close()`): the annotated
 video, YouTube-VIS JSON, PNGs, MOTS text, a window, and the live recording and snapshots.
 Every writer leaves a valid file when the `with` block ends by an exception or Ctrl-C.
-File formats are described in `formats` and `video_writer`, and in the README.
+File formats are described in `formats` and `video_writer`, and in docs/inputs-outputs.md.
 """
 
 from sipvis.io.background import MediaWarning
