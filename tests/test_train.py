@@ -22,7 +22,7 @@ from sipvis.data.batch import PairCollate, PairSampler
 from sipvis.data.synth import SynthConfig, generate
 from sipvis.data.transforms import TrainTransform
 from sipvis.data.ytvis import YTVISDataset, find_split
-from sipvis.engine.train import (
+from sipvis.training import (
     WarmupStep,
     create_model,
     inference_state,
@@ -189,7 +189,7 @@ def test_init_from_an_original_coco_checkpoint(tmp_path):
 
     from conftest import REFERENCE, require
     from sipvis.checkpoint import convert_mmdet
-    from sipvis.engine.train import load_init_weights
+    from sipvis.training import load_init_weights
 
     spec = importlib.util.spec_from_file_location("make_weights", require(REFERENCE / "make_weights.py"))
     make_weights = importlib.util.module_from_spec(spec)
@@ -348,7 +348,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth_root, tmp_p
 _DDP_REFERENCE = """
 import sys, torch
 from sipvis.data.batch import PairCollate, PairSampler
-from sipvis.engine.train import (TrainingModel, WarmupStep, build_datasets, create_model, jitter_generator,
+from sipvis.training import (TrainingModel, WarmupStep, build_datasets, create_model, jitter_generator,
                                  load_config, param_groups)
 from sipvis.model.losses import LossConfig, total_loss
 from safetensors.torch import save_file
@@ -417,7 +417,7 @@ def test_torchrun_two_processes_average_gradients_like_one_process(synth_root, t
 
 def _held_out_loss(model: SipMaskVIS, dataset: YTVISDataset) -> float:
     """Total loss of `model` (inference configuration, no jitter) on the first 8 pairs of a split."""
-    from sipvis.engine.train import TrainingModel
+    from sipvis.training import TrainingModel
     from sipvis.model.losses import LossConfig, total_loss
 
     batch = PairCollate(32)([dataset[(i, (0, 0, i))] for i in range(8)])
@@ -433,7 +433,7 @@ def test_demo_config_learns_from_scratch(tmp_path):
     0.0 untrained -> 0.41 trained; held-out total loss 12.9 -> 1.2 (a factor of 10). The thresholds
     leave room for run-to-run and machine-to-machine differences."""
     from sipvis.checkpoint import build_model
-    from sipvis.engine.train import train, validate
+    from sipvis.training import train, validate
 
     root = tmp_path / "data"
     kw = dict(frames=8, width=128, height=72, classes=("circle", "square"), clips=False, objects=(1, 3),
@@ -451,7 +451,7 @@ def test_demo_config_learns_from_scratch(tmp_path):
     untrained_ap = validate(untrained, valid.ann_file, valid.image_dir, torch.device("cpu"))["AP"]
     untrained_loss = _held_out_loss(untrained, held_out)
 
-    result = train(run, quiet=True)
+    result = train(run)
     trained = build_model(result.weights)
     trained_loss = _held_out_loss(trained, held_out)
     trained_ap = result.last_val["AP"]

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from sipvis.data.batch import SampleKey, TrainSample, sample_rng
 from sipvis.data.transforms import TrainTransform, xywh_to_inclusive_xyxy
-from sipvis.data.ytvis import category_table, decode_segmentation, load_json_file
+from sipvis.data.ytvis import Categories, decode_segmentation, load_annotations
 from sipvis.errors import SipvisError
 from sipvis.model.losses import FrameTargets
 
@@ -28,13 +28,11 @@ class COCODataset(Dataset):
     """
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, transform: TrainTransform | None = None) -> None:
-        data = load_json_file(ann_file, "COCO annotation file")
-        for key in ("images", "annotations", "categories"):
-            if key not in data:
-                raise SipvisError(f"{ann_file} has no {key!r}: not a COCO instances file")
+        data = load_annotations(ann_file, "COCO instances file", ("images", "annotations", "categories"))
         self.image_dir = Path(image_dir)
         self.transform = transform or TrainTransform()
-        self.cat_to_label, self.class_names = category_table(data["categories"])
+        self.categories = Categories.from_json(data["categories"])
+        self.cat_to_label, self.class_names = self.categories.to_label, self.categories.names
         by_image: dict[int, list[dict]] = {}
         for ann in data["annotations"]:
             x, y, w, h = ann["bbox"]
