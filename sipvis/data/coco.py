@@ -13,12 +13,12 @@ from torch.utils.data import Dataset
 
 from sipvis.data.batch import SampleKey, TrainSample, sample_rng
 from sipvis.data.transforms import TrainTransform, xywh_to_inclusive_xyxy
-from sipvis.data.ytvis import Categories, decode_segmentation, load_annotations
+from sipvis.data.ytvis import AnnotatedDataset, decode_segmentation
 from sipvis.errors import SipvisError
 from sipvis.model.losses import FrameTargets
 
 
-class COCODataset(Dataset):
+class COCODataset(AnnotatedDataset):
     """Images with at least one valid (non-crowd, w and h >= 1) instance of a COCO instances file.
 
     Args:
@@ -28,11 +28,7 @@ class COCODataset(Dataset):
     """
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, transform: TrainTransform | None = None) -> None:
-        data = load_annotations(ann_file, "COCO instances file", ("images", "annotations", "categories"))
-        self.image_dir = Path(image_dir)
-        self.transform = transform or TrainTransform()
-        self.categories = Categories.from_json(data["categories"])
-        self.cat_to_label, self.class_names = self.categories.to_label, self.categories.names
+        data = self._load(ann_file, image_dir, transform, "COCO instances file", ("images",))
         by_image: dict[int, list[dict]] = {}
         for ann in data["annotations"]:
             x, y, w, h = ann["bbox"]

@@ -117,7 +117,25 @@ def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle)
 
 
-class YTVISDataset(Dataset):
+class AnnotatedDataset(Dataset):
+    """What the training datasets share: an annotation file with categories, a frame folder, a transform.
+
+    Attributes (after `_load`): image_dir, transform, categories, cat_to_label (category id -> label),
+    class_names (in label order).
+    """
+
+    def _load(self, ann_file: str | Path, image_dir: str | Path, transform: TrainTransform | None, kind: str,
+              keys: tuple[str, ...]) -> dict:
+        """Read `ann_file` (a `kind` that must have `keys`, "annotations" and "categories"); returns it."""
+        data = load_annotations(ann_file, kind, (*keys, "annotations", "categories"))
+        self.image_dir = Path(image_dir)
+        self.transform = transform or TrainTransform()
+        self.categories = Categories.from_json(data["categories"])
+        self.cat_to_label, self.class_names = self.categories.to_label, self.categories.names
+        return data
+
+
+class YTVISDataset(AnnotatedDataset):
     """Frame pairs from a YouTube-VIS-format annotation file.
 
     Args:
@@ -127,11 +145,7 @@ class YTVISDataset(Dataset):
     """
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, transform: TrainTransform | None = None) -> None:
-        data = load_annotations(ann_file, "YouTube-VIS annotation file", ("videos", "annotations", "categories"))
-        self.image_dir = Path(image_dir)
-        self.transform = transform or TrainTransform()
-        self.categories = Categories.from_json(data["categories"])
-        self.cat_to_label, self.class_names = self.categories.to_label, self.categories.names
+        data = self._load(ann_file, image_dir, transform, "YouTube-VIS annotation file", ("videos",))
         self.videos = data["videos"]
         by_video: dict[int, list[dict]] = {}
         for ann in data["annotations"]:

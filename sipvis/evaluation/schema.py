@@ -36,6 +36,7 @@ import functools
 import gc
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -384,11 +385,7 @@ def parse_gt(gt: dict | str | Path, iou_type: IouType = "segm") -> GroundTruth:
 
 def _gt_videos(entries: list) -> dict[int, Video]:
     videos: dict[int, Video] = {}
-    for i, v in enumerate(entries):
-        if not isinstance(v, dict) or not _is_int(v.get("id")):
-            raise SipvisError(f"ground truth: videos[{i}] needs an integer 'id'")
-        if v["id"] in videos:
-            raise SipvisError(f"ground truth: duplicate video id {v['id']} (videos[{i}])")
+    for v in _with_unique_ids(entries, "videos", "video"):
         length = v.get("length")
         if not _is_int(length):
             length = len(v["file_names"]) if isinstance(v.get("file_names"), list) else None
@@ -398,14 +395,19 @@ def _gt_videos(entries: list) -> dict[int, Video]:
 
 
 def _gt_categories(entries: list) -> dict[int, str]:
-    categories: dict[int, str] = {}
-    for i, c in enumerate(entries):
-        if not isinstance(c, dict) or not _is_int(c.get("id")):
-            raise SipvisError(f"ground truth: categories[{i}] needs an integer 'id'")
-        if c["id"] in categories:
-            raise SipvisError(f"ground truth: duplicate category id {c['id']} (categories[{i}])")
-        categories[c["id"]] = str(c.get("name", c["id"]))
-    return categories
+    return {c["id"]: str(c.get("name", c["id"])) for c in _with_unique_ids(entries, "categories", "category")}
+
+
+def _with_unique_ids(entries: list, key: str, noun: str) -> Iterator[dict]:
+    """The GT's `key` list, each entry checked to be an object with an integer id not seen before."""
+    seen: set[int] = set()
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not _is_int(e.get("id")):
+            raise SipvisError(f"ground truth: {key}[{i}] needs an integer 'id'")
+        if e["id"] in seen:
+            raise SipvisError(f"ground truth: duplicate {noun} id {e['id']} ({key}[{i}])")
+        seen.add(e["id"])
+        yield e
 
 
 def _gt_tracks(annotations: list, videos: dict[int, Video], categories: dict[int, str], masks: MaskStore,
