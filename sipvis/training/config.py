@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sipvis.data.transforms import TrainTransform
 from sipvis.errors import SipvisError
 from sipvis.model.config import SipMaskConfig
 
@@ -43,9 +44,10 @@ class DataConfig:
     val_ann_file: str = ""
     val_image_dir: str = ""
     val_max_videos: int = 0
-    scales: list = field(default_factory=lambda: [[640, 360]])
-    scale_mode: str = "range"
-    flip_prob: float = 0.5
+    # the augmentation defaults are the transform's own (one place)
+    scales: list = field(default_factory=lambda: [list(s) for s in TrainTransform.scales])
+    scale_mode: str = TrainTransform.scale_mode
+    flip_prob: float = TrainTransform.flip_prob
     workers: int = 2
 
 
