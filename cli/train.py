@@ -68,7 +68,8 @@ class LiveView:
             self.progress.update(self.task, completed=iteration, speed="")
             return
         avg = window.losses
-        terms = "  ".join(f"{k[5:] if k.startswith('loss_') else k} {v:.3f}" for k, v in avg.items() if k != "match_acc")
+        terms = "  ".join(f"{k[5:] if k.startswith('loss_') else k} {v:.3f}"
+                          for k, v in avg.items() if k != "match_acc")
         self.progress.update(self.task, completed=iteration, speed=f"{window.speed:.2f} it/s",
                              stats=f"lr {window.lr:.2e}  {terms}  acc {avg.get('match_acc', 0):.0f}%")
 

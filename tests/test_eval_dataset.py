@@ -123,3 +123,42 @@ def test_non_contiguous_category_ids_give_the_same_ap_in_eval_and_validation(tmp
     split = find_split(root, "holdout")
     val_metrics = validate(build_model(weights), split.ann_file, split.image_dir, torch.device("cpu"))
     assert val_metrics == cli_metrics
+
+
+def test_split_run_from_python_reports_through_callbacks(dataset, tmp_path):
+    """The split run is a library call: no display of its own, progress through the callbacks it is given."""
+    from sipvis.checkpoint import build_model
+    from sipvis.data.ytvis import find_split
+    from sipvis.engine import dataset_run as dr
+    from sipvis.engine.distributed import DistInfo
+    from sipvis.engine.inference import Segmenter
+
+    class Events:
+        def __init__(self):
+            self.log = []
+
+        def resumed(self, done, total):
+            self.log.append(("resumed", done, total))
+
+        def start(self, videos, frames):
+            self.log.append(("start", videos, frames))
+
+        def frames(self, n):
+            self.log.append(("frames", n))
+
+        def video_done(self):
+            self.log.append(("video_done",))
+
+    split = dr.Split.load(find_split(dataset, "holdout"), subset=2)
+    segmenter = Segmenter(build_model(tiny_checkpoint(tmp_path)), "cpu")
+    events = Events()
+    results = dr.run_dataset(split, segmenter, tmp_path / "out", DistInfo(), progress=events)
+    assert results == tmp_path / "out" / "results.json" and (tmp_path / "out" / "results.zip").is_file()
+    assert events.log[0] == ("start", 2, 8) and events.log.count(("video_done",)) == 2
+    assert sum(e[1] for e in events.log if e[0] == "frames") == 8
+    assert {e["video_id"] for e in json.loads(results.read_text())} <= {1, 2}
+    gt_file = dr.ground_truth_file(split, tmp_path / "out")
+    assert gt_file.name == "gt_subset.json" and [v["id"] for v in json.loads(gt_file.read_text())["videos"]] == [1, 2]
+    again = Events()
+    dr.run_split(split, segmenter, tmp_path / "out", progress=again)
+    assert again.log == [("resumed", 2, 2), ("start", 0, 0)]

@@ -96,6 +96,17 @@ def test_overrides_and_config_errors(tmp_path):
         load_config(tmp_path / "missing.toml")
 
 
+def test_a_named_config_without_output_writes_under_runs(tmp_path):
+    """`sipvis train my.toml` writes to runs/my unless the file or an override names the output."""
+    config = tmp_path / "my.toml"
+    config.write_text("[train]\niters = 1\n")
+    assert load_config(config, output_from_name=True).train.output == str(Path("runs") / "my")
+    assert load_config(config, ['train.output="x"'], output_from_name=True).train.output == "x"
+    assert load_config(config).train.output == "runs/train"  # the Python default
+    config.write_text('[train]\noutput = "y"\n')
+    assert load_config(config, output_from_name=True).train.output == "y"
+
+
 def test_cli_errors_are_one_line(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["train", str(tmp_path / "nope.toml")])

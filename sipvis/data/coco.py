@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from sipvis.data.batch import SampleKey, TrainSample, sample_rng
 from sipvis.data.transforms import TrainTransform, xywh_to_inclusive_xyxy
