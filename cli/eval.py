@@ -10,8 +10,6 @@ Modes (one per function below, dispatched by `command`):
 
 from __future__ import annotations
 
-import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -133,47 +131,58 @@ def command(
 def run_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | None, json_path: Path | None,
                 quiet: bool, model: dict) -> None:
     """Run the model over a split (this rank's share under torchrun), gather, zip, and score if possible."""
+    from sipvis.data.ytvis import find_split
     from sipvis.engine import dataset_run as dr
+    from sipvis.engine.distributed import DistInfo, rank_device
 
-    layout = dr.find_layout(data_root, split)
-    data, videos = dr.load_videos(layout.annotations)
-    if subset is not None:
-        videos = videos[:subset]
-    rank, world = dr.distributed_rank()
-    device = model["device"]
-    if world > 1 and device == "auto":
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    segmenter, _ = build_segmenter(model["weights"], device, model["precision"], model["batch"],
-                                   model["score_thr"], None, model["class_filter"], progress=not quiet and rank == 0)
-    dr.run_split(layout, videos, segmenter, out_dir, rank=rank, world=world, quiet=quiet)
-    if world > 1:
-        _barrier()
-        if rank != 0:
-            return
-    results = dr.gather_results(out_dir, videos)
-    click.echo(f"results: {results}\nCodaLab upload: {out_dir / 'results.zip'}", err=True)
-    if not dr.has_ground_truth(data):
-        click.echo(f"{layout.annotations} has no annotations: upload the zip to score it", err=True)
+    the_split = dr.Split.load(find_split(data_root, split), subset)
+    info = DistInfo.from_env()
+    segmenter, _ = build_segmenter(model["weights"], rank_device(model["device"], info), model["precision"],
+                                   model["batch"], model["score_thr"], None, model["class_filter"],
+                                   progress=not quiet and info.main)
+    with _SplitView(quiet, show_bars=not quiet and info.main) as view:
+        results = dr.run_dataset(the_split, segmenter, out_dir, info, progress=view)
+    if results is None:  # not the first rank: it gathers and scores
         return
-    gt_path = layout.annotations
-    if subset is not None:  # score the subset against its own videos only
-        gt_path = out_dir / "gt_subset.json"
-        ids = {v["id"] for v in videos}
-        gt_path.write_text(json.dumps({**data, "videos": videos,
-                                       "annotations": [a for a in data["annotations"] if a["video_id"] in ids]}))
-    score_results_file(gt_path, results, json_path=json_path, quiet=quiet)
+    click.echo(f"results: {results}\nCodaLab upload: {out_dir / 'results.zip'}", err=True)
+    if not the_split.has_ground_truth:
+        click.echo(f"{the_split.files.ann_file} has no annotations: upload the zip to score it", err=True)
+        return
+    score_results_file(dr.ground_truth_file(the_split, out_dir), results, json_path=json_path, quiet=quiet)
 
 
-def _barrier() -> None:
-    """Wait for every rank (gloo is enough: only a rendezvous, no tensors of size)."""
-    import torch.distributed as dist
+class _SplitView:
+    """Progress of a split run on stderr: videos and frames bars (first rank), the resume note."""
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
+    def __init__(self, quiet: bool, show_bars: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.console = Console(stderr=True, quiet=quiet)
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn()]
+        self.bars = Progress(*columns, console=self.console, disable=not show_bars)
+
+    def __enter__(self) -> "_SplitView":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.stop()
+
+    def resumed(self, done: int, total: int) -> None:
+        self.console.print(f"resuming: {done} of {total} videos already done", highlight=False)
+
+    def start(self, videos: int, frames: int) -> None:
+        self.bars.start()
+        self.videos = self.bars.add_task("videos", total=videos)
+        self.frames_task = self.bars.add_task("frames", total=frames)
+
+    def frames(self, n: int) -> None:
+        self.bars.advance(self.frames_task, n)
+
+    def video_done(self) -> None:
+        self.bars.advance(self.videos)
 
 
 def score_results_file(
@@ -191,7 +200,8 @@ def score_results_file(
     Returns the metrics dict (`EvalResult.as_dict()`). Problems raise `SipvisError` (one line).
     """
     from sipvis.evaluation import evaluate
-    from sipvis.evaluation.schema import load_json, parse_gt, parse_results
+    from sipvis.evaluation.schema import IssueKind, parse_gt, parse_results
+    from sipvis.io.files import load_json
 
     for what, path in (("--gt", gt_path), ("--results", results_path)):
         if not path.exists():
@@ -208,9 +218,9 @@ def score_results_file(
     _print_issues([i for i in gt.warnings + issues if i.level == "warning"], "Warning")
 
     result = _evaluate_with_progress(evaluate, gt, parsed, iou_type, quiet)
-    for line in result.warnings:
-        if line.startswith("Mask sizes"):  # the only warnings not already printed from the check
-            click.echo(f"Warning: {line}", err=True)
+    for issue in result.issues:
+        if issue.kind is IssueKind.EMPTY_UNION:  # the only warnings not already printed from the check
+            click.echo(f"Warning: {issue.message}", err=True)
     metrics = result.as_dict()
     if json_path is not None:
         _write_metrics(metrics, json_path)

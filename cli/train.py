@@ -30,18 +30,15 @@ def command(config: Path, overrides: tuple[str, ...], resume: str | None, output
     Writes OUTPUT/log.jsonl, OUTPUT/checkpoints/{last,epoch_N}.pt and the final weights
     OUTPUT/model.safetensors (+ .json), usable as --weights.
     """
-    from sipvis.engine.train import load_config, train
+    from sipvis.training import load_config, train
 
     extra = list(overrides)
     if output is not None:
         extra.append(f'train.output="{output.as_posix()}"')
     if device is not None:
         extra.append(f'train.device="{device}"')
-    run = load_config(config, extra)
-    if output is None and "output" not in _train_table(config) and \
-            not any(o.strip().startswith("train.output=") for o in overrides):
-        run.train.output = str(Path("runs") / config.stem)
-    result = train(run, resume=resume, quiet=quiet)
+    run = load_config(config, extra, output_from_name=True)
+    result = train(run, resume=resume, progress=None if quiet else LiveView())
     if result.weights is not None and not quiet:
         click.echo(f"Trained {result.iterations} iterations; weights: {result.weights} "
                    f"(use --weights {result.weights})")
@@ -49,13 +46,46 @@ def command(config: Path, overrides: tuple[str, ...], resume: str | None, output
             click.echo(f"Validation mask AP {result.last_val['AP']:.4f} (AP50 {result.last_val['AP50']:.4f})")
 
 
-def _train_table(config: Path) -> dict:
-    import tomllib
+class LiveView:
+    """The live view of a run (rank 0): a progress bar with loss terms, lr, it/s and ETA."""
 
-    try:
-        return tomllib.loads(config.read_text()).get("train", {})
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return {}
+    def __init__(self) -> None:
+        self.progress = None
+
+    def start(self, total: int, done: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), transient=False)
+        self.task = self.progress.add_task("train", total=total, completed=done, speed="", stats="")
+        self.progress.start()
+
+    def step(self, iteration: int, window) -> None:
+        if self.progress is None:
+            return
+        if window is None:
+            self.progress.update(self.task, completed=iteration, speed="")
+            return
+        avg = window.losses
+        terms = "  ".join(f"{k[5:] if k.startswith('loss_') else k} {v:.3f}"
+                          for k, v in avg.items() if k != "match_acc")
+        self.progress.update(self.task, completed=iteration, speed=f"{window.speed:.2f} it/s",
+                             stats=f"lr {window.lr:.2e}  {terms}  acc {avg.get('match_acc', 0):.0f}%")
+
+    def validated(self, iteration: int, metrics: dict) -> None:
+        self._print(f"validation @ {iteration}: mask AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}")
+
+    def interrupted(self, iteration: int, checkpoint: Path) -> None:
+        self._print(f"Interrupted at iteration {iteration}; saved {checkpoint} (continue with --resume)")
+
+    def _print(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 if __name__ == "__main__":  # `torchrun ... -m sipvis.cli.train CONFIG ...`

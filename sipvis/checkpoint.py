@@ -8,7 +8,6 @@ The model never sees mmdet key names: `mmdet_key_to_sipvis` is the whole mapping
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sipvis.errors import SipvisError
+from sipvis.io.files import load_json, write_bytes_atomic, write_json_atomic
 from sipvis.weights import DownloadProgress
 from sipvis.model.config import COCO_CLASSES, YTVIS_2019_CLASSES, SipMaskConfig
 
@@ -197,17 +197,13 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
 
 def save_checkpoint(path: str | Path, cfg: SipMaskConfig, state: dict[str, torch.Tensor], **meta) -> Path:
     """Write `path.safetensors` + `path.json`; returns the .safetensors path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     weights_path, config_path = checkpoint_paths(path)
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    try:
-        save_file(tensors, str(weights_path))
-        config_path.write_text(json.dumps({"format": FORMAT_NAME, "version": 1, "model": cfg.to_dict(),
-                                           **meta}, indent=2))
-    except OSError as exc:
-        raise SipvisError(f"cannot write checkpoint {weights_path}: {exc.strerror or exc}") from None
+    # each file appears whole or not at all; the config goes last, so a pair with a config is complete
+    write_bytes_atomic(weights_path, save(tensors))
+    write_json_atomic(config_path, {"format": FORMAT_NAME, "version": 1, "model": cfg.to_dict(), **meta}, indent=2)
     return weights_path
 
 
@@ -221,10 +217,7 @@ def load_checkpoint(path: str | Path) -> tuple[SipMaskConfig, dict[str, torch.Te
         raise SipvisError(f"checkpoint not found: {weights_path}")
     if not config_path.is_file():
         raise SipvisError(f"checkpoint config not found: {config_path} (it must sit next to the .safetensors)")
-    try:
-        meta = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SipvisError(f"{config_path} is not valid JSON: {exc}") from None
+    meta = load_json(config_path, "checkpoint config")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise SipvisError(f"{config_path} is not a sipvis checkpoint config (format != {FORMAT_NAME!r})")
     try:

@@ -88,7 +88,7 @@ def test_target_that_does_not_fit_names_the_keys(tmp_path):
 
 
 def test_training_init_keeps_the_models_own_fresh_layers(tmp_path):
-    from sipvis.engine.train import load_init_weights
+    from sipvis.training.model import load_init_weights
     from sipvis.model.sipmask import SipMaskVIS
 
     path = tiny_checkpoint(tmp_path)

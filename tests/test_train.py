@@ -22,7 +22,7 @@ from sipvis.data.batch import PairCollate, PairSampler
 from sipvis.data.synth import SynthConfig, generate
 from sipvis.data.transforms import TrainTransform
 from sipvis.data.ytvis import YTVISDataset, find_split
-from sipvis.engine.train import (
+from sipvis.training import (
     WarmupStep,
     create_model,
     inference_state,
@@ -56,8 +56,8 @@ def synth_root(tmp_path_factory) -> Path:
     """A small synthetic dataset at 128x72: train (6 videos x 5 frames) and valid (2 videos)."""
     root = tmp_path_factory.mktemp("synth")
     kw = dict(frames=5, width=128, height=72, clips=False, classes=("circle", "square", "triangle"))
-    generate(root, SynthConfig(videos=6, seed=0, split="train", **kw), progress=False)
-    generate(root, SynthConfig(videos=2, seed=1, split="valid", **kw), progress=False)
+    generate(root, SynthConfig(videos=6, seed=0, split="train", **kw))
+    generate(root, SynthConfig(videos=2, seed=1, split="valid", **kw))
     return root
 
 
@@ -94,6 +94,17 @@ def test_overrides_and_config_errors(tmp_path):
         load_config(bad)
     with pytest.raises(SipvisError, match="config not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_a_named_config_without_output_writes_under_runs(tmp_path):
+    """`sipvis train my.toml` writes to runs/my unless the file or an override names the output."""
+    config = tmp_path / "my.toml"
+    config.write_text("[train]\niters = 1\n")
+    assert load_config(config, output_from_name=True).train.output == str(Path("runs") / "my")
+    assert load_config(config, ['train.output="x"'], output_from_name=True).train.output == "x"
+    assert load_config(config).train.output == "runs/train"  # the Python default
+    config.write_text('[train]\noutput = "y"\n')
+    assert load_config(config, output_from_name=True).train.output == "y"
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -152,7 +163,7 @@ def test_reference_frames_tracking_map_equals_the_full_head_on_them():
     model = SipMaskVIS(_tiny_model_cfg()).eval()
     x = torch.randn(4, 3, 64, 96)
     with torch.no_grad():
-        feats = model.neck(model.backbone(x))
+        feats = model.features(x)
         full = model.head([f[2:] for f in feats], with_track=True).track_feats
         ref = model.head.track_map([f[2:] for f in feats[:3]])
     assert ref.shape == full.shape == (2, 32, 8, 12)
@@ -189,7 +200,7 @@ def test_init_from_an_original_coco_checkpoint(tmp_path):
 
     from conftest import REFERENCE, require
     from sipvis.checkpoint import convert_mmdet
-    from sipvis.engine.train import load_init_weights
+    from sipvis.training import load_init_weights
 
     spec = importlib.util.spec_from_file_location("make_weights", require(REFERENCE / "make_weights.py"))
     make_weights = importlib.util.module_from_spec(spec)
@@ -341,14 +352,14 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth_root, tmp_p
     # the final weights load as a sipvis checkpoint
     from sipvis.checkpoint import build_model
 
-    model = build_model(tmp_path / "a" / "model")
+    model, _ = build_model(tmp_path / "a" / "model.safetensors")
     assert model.cfg.class_names == ("circle", "square", "triangle") and model.cfg.max_size == (128, 72)
 
 
 _DDP_REFERENCE = """
 import sys, torch
 from sipvis.data.batch import PairCollate, PairSampler
-from sipvis.engine.train import (TrainingModel, WarmupStep, build_datasets, create_model, jitter_generator,
+from sipvis.training import (TrainingModel, WarmupStep, build_datasets, create_model, jitter_generator,
                                  load_config, param_groups)
 from sipvis.model.losses import LossConfig, total_loss
 from safetensors.torch import save_file
@@ -417,7 +428,7 @@ def test_torchrun_two_processes_average_gradients_like_one_process(synth_root, t
 
 def _held_out_loss(model: SipMaskVIS, dataset: YTVISDataset) -> float:
     """Total loss of `model` (inference configuration, no jitter) on the first 8 pairs of a split."""
-    from sipvis.engine.train import TrainingModel
+    from sipvis.training import TrainingModel
     from sipvis.model.losses import LossConfig, total_loss
 
     batch = PairCollate(32)([dataset[(i, (0, 0, i))] for i in range(8)])
@@ -433,13 +444,13 @@ def test_demo_config_learns_from_scratch(tmp_path):
     0.0 untrained -> 0.41 trained; held-out total loss 12.9 -> 1.2 (a factor of 10). The thresholds
     leave room for run-to-run and machine-to-machine differences."""
     from sipvis.checkpoint import build_model
-    from sipvis.engine.train import train, validate
+    from sipvis.training import train, validate
 
     root = tmp_path / "data"
     kw = dict(frames=8, width=128, height=72, classes=("circle", "square"), clips=False, objects=(1, 3),
               object_size=(0.3, 0.6))
-    generate(root, SynthConfig(videos=12, seed=0, split="train", **kw), progress=False)
-    generate(root, SynthConfig(videos=4, seed=1, split="valid", **kw), progress=False)
+    generate(root, SynthConfig(videos=12, seed=0, split="train", **kw))
+    generate(root, SynthConfig(videos=4, seed=1, split="valid", **kw))
     run = load_config(DEMO, [f'data.root="{root}"', "model.max_size=[128, 72]", "data.scales=[[128, 72]]",
                              "data.workers=0", "train.threads=1", "train.iters=300", "train.batch_size=4",
                              "train.warmup_iters=30", "train.step_iters=[]", "train.log_interval=20",
@@ -451,8 +462,8 @@ def test_demo_config_learns_from_scratch(tmp_path):
     untrained_ap = validate(untrained, valid.ann_file, valid.image_dir, torch.device("cpu"))["AP"]
     untrained_loss = _held_out_loss(untrained, held_out)
 
-    result = train(run, quiet=True)
-    trained = build_model(result.weights)
+    result = train(run)
+    trained, _ = build_model(result.weights)
     trained_loss = _held_out_loss(trained, held_out)
     trained_ap = result.last_val["AP"]
     print(f"held-out mask AP {untrained_ap:.3f} -> {trained_ap:.3f}; loss {untrained_loss:.3f} -> {trained_loss:.3f}")

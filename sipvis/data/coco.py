@@ -9,16 +9,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from sipvis.data.batch import SampleKey, TrainSample, sample_rng
 from sipvis.data.transforms import TrainTransform, xywh_to_inclusive_xyxy
-from sipvis.data.ytvis import category_table, decode_segmentation, load_json_file
+from sipvis.data.ytvis import AnnotatedDataset, decode_segmentation
 from sipvis.errors import SipvisError
 from sipvis.model.losses import FrameTargets
 
 
-class COCODataset(Dataset):
+class COCODataset(AnnotatedDataset):
     """Images with at least one valid (non-crowd, w and h >= 1) instance of a COCO instances file.
 
     Args:
@@ -28,13 +27,7 @@ class COCODataset(Dataset):
     """
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, transform: TrainTransform | None = None) -> None:
-        data = load_json_file(ann_file, "COCO annotation file")
-        for key in ("images", "annotations", "categories"):
-            if key not in data:
-                raise SipvisError(f"{ann_file} has no {key!r}: not a COCO instances file")
-        self.image_dir = Path(image_dir)
-        self.transform = transform or TrainTransform()
-        self.cat_to_label, self.class_names = category_table(data["categories"])
+        data = self._load(ann_file, image_dir, transform, "COCO instances file", ("images",))
         by_image: dict[int, list[dict]] = {}
         for ann in data["annotations"]:
             x, y, w, h = ann["bbox"]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sipvis.errors import SipvisError
+from sipvis.model.config import SipMaskConfig
 from sipvis.model.preprocess import keep_ratio_scale
 
 
@@ -30,14 +31,17 @@ class TrainTransform:
         scale_mode: "range" or "value".
         flip_prob: probability of a horizontal flip (the same for both frames of a pair).
         mean, std, to_rgb: normalisation, in the network's convention (BGR input unless to_rgb).
+
+    The defaults are those of a run (`sipvis.training.config.DataConfig` takes its augmentation
+    defaults from here) and of the model's normalisation (`SipMaskConfig`).
     """
 
     scales: tuple[tuple[int, int], ...] = ((640, 360),)
     scale_mode: str = "range"
     flip_prob: float = 0.5
-    mean: tuple[float, float, float] = (102.9801, 115.9465, 122.7717)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    to_rgb: bool = False
+    mean: tuple[float, float, float] = SipMaskConfig.pixel_mean
+    std: tuple[float, float, float] = SipMaskConfig.pixel_std
+    to_rgb: bool = SipMaskConfig.to_rgb
 
     def __post_init__(self) -> None:
         self.scales = tuple((int(a), int(b)) for a, b in self.scales)

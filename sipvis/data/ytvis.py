@@ -9,7 +9,6 @@ instance of the reference frame, 0 when it does not appear there — the origina
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,12 @@ from torch.utils.data import Dataset
 from sipvis.data.batch import SampleKey, TrainSample, sample_rng
 from sipvis.data.transforms import TrainTransform, xywh_to_inclusive_xyxy
 from sipvis.errors import SipvisError
+from sipvis.io.files import load_json_object
 from sipvis.model.losses import FrameTargets
+
+
+LAYOUT_HELP = ("expected <root>/<split>/JPEGImages/<video>/*.jpg and <root>/annotations/<split>.json "
+               "(or <root>/<split>/instances.json), e.g. as `sipvis synth ROOT --split NAME` writes")
 
 
 @dataclass
@@ -34,37 +38,65 @@ class SplitFiles:
 
 
 def find_split(data_root: str | Path, split: str) -> SplitFiles:
-    """Locate a YouTube-VIS split under `data_root`. Layouts tried, in order:
+    """Locate a YouTube-VIS split's frame folder and annotation file under `data_root`, or explain the
+    expected layout. Tried in order (the first that exists wins, frames and annotations separately):
 
-    - `annotations/<split>.json` + `<split>/JPEGImages/` (2019 layout as commonly arranged; `sipvis synth`)
-    - `<split>/instances.json` + `<split>/JPEGImages/` (the official 2021 download)
-    - `annotations/instances_<split>.json` + `<split>/JPEGImages/`
+    - frames: `<split>/JPEGImages/`, `<split>/JPEGImages/JPEGImages/`, `JPEGImages/`
+    - annotations: `annotations/<split>.json` (2019 layout as commonly arranged; `sipvis synth`),
+      `annotations/instances_<split>.json`, `annotations/instances_<split>_sub.json`,
+      `annotations/<split>_sub.json`, `<split>/instances.json` (the official 2021 download), `<split>.json`
     """
     root = Path(data_root)
-    candidates = [
-        (root / "annotations" / f"{split}.json", root / split / "JPEGImages"),
-        (root / split / "instances.json", root / split / "JPEGImages"),
-        (root / "annotations" / f"instances_{split}.json", root / split / "JPEGImages"),
-    ]
-    for ann, images in candidates:
-        if ann.is_file():
-            if not images.is_dir():
-                raise SipvisError(f"found {ann} but no frame folder {images}")
-            return SplitFiles(ann, images)
-    tried = ", ".join(str(a.relative_to(root)) for a, _ in candidates)
-    raise SipvisError(f"no YouTube-VIS split {split!r} under {root} (looked for {tried})")
+    if not root.is_dir():
+        raise SipvisError(f"dataset root not found: {root} ({LAYOUT_HELP})")
+    image_dirs = [root / split / "JPEGImages", root / split / "JPEGImages" / "JPEGImages", root / "JPEGImages"]
+    ann_files = [root / "annotations" / f"{split}.json", root / "annotations" / f"instances_{split}.json",
+                 root / "annotations" / f"instances_{split}_sub.json", root / "annotations" / f"{split}_sub.json",
+                 root / split / "instances.json", root / f"{split}.json"]
+    images = next((d for d in image_dirs if d.is_dir()), None)
+    annotations = next((f for f in ann_files if f.is_file()), None)
+    if images is None or annotations is None:
+        missing = "frame folder" if images is None else "annotation file"
+        raise SipvisError(f"no YouTube-VIS split {split!r} under {root}: no {missing} ({LAYOUT_HELP})")
+    return SplitFiles(annotations, images)
 
 
-def load_json_file(path: str | Path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise SipvisError(f"{what} not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SipvisError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise SipvisError(f"{path} is not a {what} (expected a JSON object)")
+@dataclass(frozen=True)
+class Categories:
+    """A dataset's categories in label order: sorted by id, as the original. The model's label i is
+    category `ids[i]`, whatever the ids are (1..N or not)."""
+
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, categories: list[dict]) -> "Categories":
+        """From an annotation file's `categories` list."""
+        cats = sorted(categories, key=lambda c: int(c["id"]))
+        return cls(tuple(int(c["id"]) for c in cats), tuple(str(c["name"]) for c in cats))
+
+    @property
+    def to_label(self) -> dict[int, int]:
+        """category id -> 0-based label."""
+        return {c: i for i, c in enumerate(self.ids)}
+
+    def results_to_split(self, entries: list[dict]) -> list[dict]:
+        """Results whose `category_id` is the model's label + 1 (the tracker's output) with this split's
+        category ids instead; entries of a label beyond the split's categories are left out."""
+        out = []
+        for entry in entries:
+            label = int(entry["category_id"]) - 1
+            if 0 <= label < len(self.ids):
+                out.append({**entry, "category_id": self.ids[label]})
+        return out
+
+
+def load_annotations(path: str | Path, kind: str, keys: tuple[str, ...]) -> dict:
+    """A dataset's annotation file (`kind`, e.g. "COCO instances file") as a dict that has `keys`."""
+    data = load_json_object(path, kind.removesuffix(" file"))
+    for key in keys:
+        if key not in data:
+            raise SipvisError(f"{path} has no {key!r}: not a {kind}")
     return data
 
 
@@ -85,13 +117,25 @@ def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle)
 
 
-def category_table(categories: list[dict]) -> tuple[dict[int, int], tuple[str, ...]]:
-    """category_id -> 0-based label (categories sorted by id, as the original) and the class names."""
-    cats = sorted(categories, key=lambda c: int(c["id"]))
-    return {int(c["id"]): i for i, c in enumerate(cats)}, tuple(str(c["name"]) for c in cats)
+class AnnotatedDataset(Dataset):
+    """What the training datasets share: an annotation file with categories, a frame folder, a transform.
+
+    Attributes (after `_load`): image_dir, transform, categories, cat_to_label (category id -> label),
+    class_names (in label order).
+    """
+
+    def _load(self, ann_file: str | Path, image_dir: str | Path, transform: TrainTransform | None, kind: str,
+              keys: tuple[str, ...]) -> dict:
+        """Read `ann_file` (a `kind` that must have `keys`, "annotations" and "categories"); returns it."""
+        data = load_annotations(ann_file, kind, (*keys, "annotations", "categories"))
+        self.image_dir = Path(image_dir)
+        self.transform = transform or TrainTransform()
+        self.categories = Categories.from_json(data["categories"])
+        self.cat_to_label, self.class_names = self.categories.to_label, self.categories.names
+        return data
 
 
-class YTVISDataset(Dataset):
+class YTVISDataset(AnnotatedDataset):
     """Frame pairs from a YouTube-VIS-format annotation file.
 
     Args:
@@ -101,13 +145,7 @@ class YTVISDataset(Dataset):
     """
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, transform: TrainTransform | None = None) -> None:
-        data = load_json_file(ann_file, "YouTube-VIS annotation file")
-        for key in ("videos", "annotations", "categories"):
-            if key not in data:
-                raise SipvisError(f"{ann_file} has no {key!r}: not a YouTube-VIS annotation file")
-        self.image_dir = Path(image_dir)
-        self.transform = transform or TrainTransform()
-        self.cat_to_label, self.class_names = category_table(data["categories"])
+        data = self._load(ann_file, image_dir, transform, "YouTube-VIS annotation file", ("videos",))
         self.videos = data["videos"]
         by_video: dict[int, list[dict]] = {}
         for ann in data["annotations"]:

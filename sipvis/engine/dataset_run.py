@@ -1,134 +1,185 @@
-"""Run the model over every video of a YouTube-VIS-layout split: one results file for the split, a
-CodaLab zip, and (when the split has annotations) the official AP.
+"""The split run: segment and track every video of a YouTube-VIS-layout split, write one results file
+with the split's own category ids (and a CodaLab zip), and score it when the split has annotations.
 
-Layout (the official one; the common variants are found too):
+`sipvis eval --dataset` (`run_dataset`, under torchrun too) and training validation
+(`evaluate_split`) both go through here, so they agree on frames, tracking and categories.
 
-    <root>/<split>/JPEGImages/<video>/00000.jpg ...
-    <root>/annotations/<split>.json        (2019 style; also instances_<split>.json, <split>_sub.json)
-    <root>/<split>/instances.json          (2021 style)
-
-Each finished video is saved on its own under `<out>/videos/<video_id>.json`, so an interrupted run
-resumes where it stopped, and under `torchrun` every rank takes its share of the videos; the first
-rank gathers the files into `results.json` and `results.zip`.
+Layout: see `sipvis.data.ytvis.find_split`. Each finished video is saved on its own under
+`<out>/videos/<video_id>.json` (the tracker's output: category = model label + 1), so an interrupted
+run resumes where it stopped, and under `torchrun` every rank takes its share of the videos; the
+first rank gathers the files into `results.json` (category ids of the split) and `results.zip`.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from sipvis.data.ytvis import LAYOUT_HELP, Categories, SplitFiles
+from sipvis.engine.distributed import DistInfo, barrier
 from sipvis.errors import SipvisError
-
-LAYOUT_HELP = ("expected <root>/<split>/JPEGImages/<video>/*.jpg and <root>/annotations/<split>.json "
-               "(or <root>/<split>/instances.json), e.g. as `sipvis synth ROOT --split NAME` writes")
+from sipvis.io.files import load_json_object
+from sipvis.io.files import write_json_atomic
 
 
 @dataclass
-class SplitLayout:
-    """Where a split's frames and annotation file are."""
+class Split:
+    """A split's annotation file, read once.
 
-    images: Path
-    annotations: Path
+    Attributes:
+        files: where its annotation file and frames are.
+        data: the whole annotation JSON.
+        videos: the videos to run, sorted by id (the first `subset` of them when one was asked for).
+        categories: label index <-> the file's category ids.
+        subset: the N of "the first N videos", None for all.
+    """
 
+    files: SplitFiles
+    data: dict
+    videos: list[dict]
+    categories: Categories
+    subset: int | None = None
 
-def find_layout(root: Path, split: str) -> SplitLayout:
-    """Locate a split's frame folder and annotation file, or explain the expected layout."""
-    if not root.is_dir():
-        raise SipvisError(f"dataset root not found: {root} ({LAYOUT_HELP})")
-    image_dirs = [root / split / "JPEGImages", root / split / "JPEGImages" / "JPEGImages", root / "JPEGImages"]
-    ann_files = [root / "annotations" / f"{split}.json", root / "annotations" / f"instances_{split}.json",
-                 root / "annotations" / f"instances_{split}_sub.json", root / "annotations" / f"{split}_sub.json",
-                 root / split / "instances.json", root / f"{split}.json"]
-    images = next((d for d in image_dirs if d.is_dir()), None)
-    annotations = next((f for f in ann_files if f.is_file()), None)
-    if images is None:
-        raise SipvisError(f"no frame folder for split {split!r} under {root}: {LAYOUT_HELP}")
-    if annotations is None:
-        raise SipvisError(f"no annotation file for split {split!r} under {root}: {LAYOUT_HELP}")
-    return SplitLayout(images, annotations)
+    @classmethod
+    def load(cls, files: SplitFiles, subset: int | None = None) -> "Split":
+        """Read `files.ann_file`; `subset` keeps only the first N videos (by id)."""
+        data = load_json_object(files.ann_file, "annotation")
+        videos = data.get("videos")
+        if not isinstance(videos, list) or not all(isinstance(v, dict) and "file_names" in v and "id" in v
+                                                   for v in videos):
+            raise SipvisError(f"{files.ann_file} is not a YouTube-VIS annotation file "
+                              "(no 'videos' with 'file_names')")
+        videos = sorted(videos, key=lambda v: v["id"])
+        if subset is not None:
+            videos = videos[:subset]
+        return cls(files, data, videos, Categories.from_json(data.get("categories") or []), subset)
 
+    @property
+    def has_ground_truth(self) -> bool:
+        return bool(self.data.get("annotations"))
 
-def load_videos(annotations: Path) -> tuple[dict, list[dict]]:
-    """-> (the whole annotation JSON, its videos sorted by id)."""
-    try:
-        data = json.loads(annotations.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SipvisError(f"cannot read {annotations}: {exc}") from None
-    videos = data.get("videos") if isinstance(data, dict) else None
-    if not isinstance(videos, list) or not all(isinstance(v, dict) and "file_names" in v and "id" in v
-                                               for v in videos):
-        raise SipvisError(f"{annotations} is not a YouTube-VIS annotation file (no 'videos' with 'file_names')")
-    return data, sorted(videos, key=lambda v: v["id"])
-
-
-def has_ground_truth(data: dict) -> bool:
-    return bool(data.get("annotations"))
-
-
-def distributed_rank() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    def ground_truth(self) -> dict:
+        """The annotation JSON restricted to the videos run (the whole file when they are all run)."""
+        if self.subset is None:
+            return self.data
+        ids = {v["id"] for v in self.videos}
+        return {**self.data, "videos": self.videos,
+                "annotations": [a for a in self.data.get("annotations") or [] if a["video_id"] in ids]}
 
 
-def run_split(layout: SplitLayout, videos: list[dict], segmenter, out_dir: Path, *, rank: int = 0,
-              world: int = 1, quiet: bool = False) -> list[Path]:
-    """Track this rank's share of `videos` into `out_dir/videos/<id>.json`, skipping finished ones.
+class SplitProgress(Protocol):
+    """What a split run reports as it goes (a display lives in the CLI)."""
+
+    def resumed(self, done: int, total: int) -> None: ...  # `done` of this rank's `total` videos were finished
+    def start(self, videos: int, frames: int) -> None: ...  # what is left to do
+    def frames(self, n: int) -> None: ...
+    def video_done(self) -> None: ...
+
+
+def run_split(split: Split, segmenter, out_dir: Path, *, rank: int = 0, world: int = 1,
+              progress: SplitProgress | None = None) -> list[Path]:
+    """Track this rank's share of the split's videos into `out_dir/videos/<id>.json`, skipping finished ones.
 
     Returns the per-video files of this rank (done before or now).
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    per_video = out_dir / "videos"
+    per_video.mkdir(parents=True, exist_ok=True)
+    mine = split.videos[rank::world]
+    todo = [v for v in mine if not (per_video / f"{v['id']}.json").exists()]
+    if progress is not None:
+        if len(todo) < len(mine):
+            progress.resumed(len(mine) - len(todo), len(mine))
+        progress.start(len(todo), sum(len(v["file_names"]) for v in todo))
+    for video in todo:
+        _track_video(split, video, segmenter, per_video, progress)
+        if progress is not None:
+            progress.video_done()
+    return [per_video / f"{v['id']}.json" for v in mine]
 
+
+def _track_video(split: Split, video: dict, segmenter, per_video: Path, progress: SplitProgress | None) -> None:
+    """One video's tracks into `per_video/<id>.json` (the file appears only once the video is complete)."""
     from sipvis.engine.pipeline import track_source
     from sipvis.io.images import ImageSequenceSource
     from sipvis.io.sinks import ResultsJson
     from sipvis.track.tracker import OriginalTracker
 
-    per_video = out_dir / "videos"
-    per_video.mkdir(parents=True, exist_ok=True)
-    mine = videos[rank::world]
-    todo = [v for v in mine if not (per_video / f"{v['id']}.json").exists()]
-    console = Console(stderr=True, quiet=quiet)
-    if len(todo) < len(mine):
-        console.print(f"resuming: {len(mine) - len(todo)} of {len(mine)} videos already done", highlight=False)
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=quiet or rank != 0) as progress:
-        task = progress.add_task("videos", total=len(todo))
-        frames_task = progress.add_task("frames", total=sum(len(v["file_names"]) for v in todo))
-        for video in todo:
-            files = [layout.images / name for name in video["file_names"]]
-            missing = [f for f in files if not f.is_file()]
-            if missing:
-                raise SipvisError(f"video {video['id']}: frame not found: {missing[0]} ({LAYOUT_HELP})")
-            source = ImageSequenceSource(files, str(files[0].parent), files[0].parent.name, threaded=False)
-            # written to a temporary name first: a video counts as done only once its file is complete
-            partial = per_video / f".{video['id']}.partial.json"
-            tracker = OriginalTracker()
-            track_source(source, segmenter, [ResultsJson(partial).video(video["id"], tracker)], tracker,
-                         progress=lambda n: progress.advance(frames_task, n))
-            if not partial.exists():  # a video with no frame processed still gets its (empty) file
-                partial.write_text("[]")
-            partial.replace(per_video / f"{video['id']}.json")
-            progress.advance(task)
-    return [per_video / f"{v['id']}.json" for v in mine]
+    files = [split.files.image_dir / name for name in video["file_names"]]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise SipvisError(f"video {video['id']}: frame not found: {missing[0]} ({LAYOUT_HELP})")
+    source = ImageSequenceSource(files, str(files[0].parent), files[0].parent.name, threaded=False)
+    # written under a temporary name first: an interrupted video must not count as done
+    partial = per_video / f".{video['id']}.partial.json"
+    done = per_video / f"{video['id']}.json"
+    tracker = OriginalTracker()
+    track_source(source, segmenter, [ResultsJson(partial).video(video["id"])], tracker,
+                 progress=progress.frames if progress is not None else None)
+    if partial.exists():
+        partial.replace(done)
+    else:  # a video with no frame processed still gets its (empty) file
+        write_json_atomic(done, [])
 
 
-def gather_results(out_dir: Path, videos: list[dict]) -> Path:
-    """Merge the per-video files (in video id order) into `out_dir/results.json` and zip it for CodaLab."""
-    from sipvis.evaluation import make_codalab_zip
-    from sipvis.io.ytvis_results import write_results_json
-
+def collect_results(split: Split, out_dir: Path) -> list[dict]:
+    """The per-video files (in video id order) as one results list with the split's category ids;
+    tracks of a model label the split has no category for are left out."""
     entries = []
-    for video in videos:
+    for video in split.videos:
         path = out_dir / "videos" / f"{video['id']}.json"
         if not path.exists():
             raise SipvisError(f"results of video {video['id']} are missing ({path}); run again to finish")
         entries.extend(json.loads(path.read_text()))
+    return split.categories.results_to_split(entries)
+
+
+def gather_results(split: Split, out_dir: Path) -> Path:
+    """Merge the per-video files into `out_dir/results.json` and zip it for CodaLab."""
+    from sipvis.evaluation import make_codalab_zip
+    from sipvis.io.ytvis_results import write_results_json
+
     results = out_dir / "results.json"
-    write_results_json(results, entries)
+    write_results_json(results, collect_results(split, out_dir))
     make_codalab_zip(results, out_dir / "results.zip")
     return results
+
+
+def run_dataset(split: Split, segmenter, out_dir: Path, info: DistInfo | None = None,
+                progress: SplitProgress | None = None) -> Path | None:
+    """`sipvis eval --dataset`: this rank's share of the split, then (first rank, once every rank is
+    done) results.json + results.zip. Returns the results file on the first rank, None on the others.
+
+    `info` defaults to torchrun's environment; pick the segmenter's device with
+    `sipvis.engine.distributed.rank_device`.
+    """
+    info = info or DistInfo.from_env()
+    run_split(split, segmenter, out_dir, rank=info.rank, world=info.world_size, progress=progress)
+    if info.enabled:
+        barrier()
+        if not info.main:
+            return None
+    return gather_results(split, out_dir)
+
+
+def ground_truth_file(split: Split, out_dir: Path) -> Path:
+    """The annotation file to score a run against: the split's own, or for a subset
+    `out_dir/gt_subset.json` with only its videos."""
+    if split.subset is None:
+        return split.files.ann_file
+    path = out_dir / "gt_subset.json"
+    write_json_atomic(path, split.ground_truth())
+    return path
+
+
+def evaluate_split(split: Split, segmenter, progress: SplitProgress | None = None) -> dict:
+    """Training validation: track every video of `split` (in a temporary folder) and score the results
+    against its annotations. Returns the evaluator's `as_dict()` (AP, AP50, ..., per_class)."""
+    from sipvis.evaluation import evaluate
+
+    with tempfile.TemporaryDirectory(prefix="sipvis-val-") as tmp:
+        run_split(split, segmenter, Path(tmp), progress=progress)
+        results = collect_results(split, Path(tmp))
+    return evaluate(split.ground_truth(), results).as_dict()

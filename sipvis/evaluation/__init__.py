@@ -8,7 +8,8 @@
 """
 
 from sipvis.evaluation.codalab import make_codalab_zip
-from sipvis.evaluation.schema import GroundTruth, Issue, load_json, parse_gt, validate_results
+from sipvis.evaluation.schema import GroundTruth, Issue, IssueKind, parse_gt, \
+    validate_results
 from sipvis.evaluation.split import SplitResult, make_split, split_video_ids
 from sipvis.evaluation.ytvis import STAT_NAMES, EvalResult, evaluate
 
@@ -17,9 +18,9 @@ __all__ = [
     "EvalResult",
     "GroundTruth",
     "Issue",
+    "IssueKind",
     "SplitResult",
     "evaluate",
-    "load_json",
     "make_codalab_zip",
     "make_split",
     "parse_gt",

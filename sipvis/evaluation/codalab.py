@@ -17,13 +17,8 @@ def make_codalab_zip(results_json_path: str | Path, zip_path: str | Path) -> Pat
     src, dst = Path(results_json_path), Path(zip_path)
     if not src.is_file():
         raise SipvisError(f"results file not found: {src}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.write(src, arcname="results.json")
-        tmp.replace(dst)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SipvisError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    from sipvis.io.files import atomic_write  # here: sipvis.io loads OpenCV and PyAV
+
+    with atomic_write(dst, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(src, arcname="results.json")
     return dst

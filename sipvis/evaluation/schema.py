@@ -36,7 +36,9 @@ import functools
 import gc
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +46,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from sipvis.errors import SipvisError
+from sipvis.io.files import json_type_name, load_json, no_gc
 
 IouType = Literal["segm", "bbox"]
 
@@ -51,41 +54,41 @@ RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
 GT_ANN_KEYS = ("id", "video_id", "category_id", "iscrowd", "segmentations", "areas")
 
 
+class IssueKind(StrEnum):
+    """What an `Issue` is about (its value is the short code printed in summaries)."""
+
+    NOT_A_LIST = "not_a_list"              # results: not a JSON list
+    EMPTY = "empty"                        # results: an empty list
+    SCHEMA = "schema"                      # results: an entry or field of the wrong shape
+    UNKNOWN_VIDEO = "unknown_video"        # results: a video id the GT does not have
+    ZERO_BASED_IDS = "zero_based_ids"      # results: video ids 0..N-1 against a GT with 1..N
+    UNKNOWN_CATEGORY = "unknown_category"  # results: a category id the GT does not have
+    UNCOMPRESSED_RLE = "uncompressed_rle"  # results: counts as a list
+    SIZE_MISMATCH = "size_mismatch"        # results: RLE size other than the video's
+    FRAME_COUNT = "frame_count"            # results: len(segmentations) != video length
+    GT_OUTSIDE = "gt_outside"              # GT: annotations of unlisted videos or categories
+    GT_ID_ZERO = "gt_id_zero"              # GT: annotation id 0 (never a true positive, official)
+    EMPTY_UNION = "empty_union"            # evaluation: a result/GT pair with an empty union
+
+
 @dataclass(frozen=True)
 class Issue:
-    """One problem found in a results (or ground-truth) file.
+    """One problem found in a results (or ground-truth) file, or while scoring them.
 
     Attributes:
         level: "error" (cannot be scored as given) or "warning" (scored with the official semantics).
-        kind: a short machine-readable code, e.g. "size_mismatch", "unknown_video", "zero_based_ids".
+        kind: what it is about, e.g. IssueKind.SIZE_MISMATCH (a str enum: compares equal to "size_mismatch").
         message: one readable line naming the entry, the field, what was found and what was expected.
         index: position of the offending entry in the results list (None for file-level problems).
     """
 
     level: Literal["error", "warning"]
-    kind: str
+    kind: IssueKind
     message: str
     index: int | None = None
 
 
 # --------------------------------------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def no_gc():
-    """Pause Python's cyclic garbage collector (restored on exit, nesting-safe).
-
-    Loading, parsing and scoring allocate millions of small acyclic objects; every automatic full
-    collection walks all live ones, which made large evaluations several times slower.
-    Reference counting still frees everything.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _without_gc(fn):
@@ -95,29 +98,6 @@ def _without_gc(fn):
             return fn(*args, **kwargs)
 
     return wrapper
-
-
-@_without_gc
-def load_json(source: str | Path | dict | list, what: str) -> Any:
-    """Return `source` itself if it is already parsed, else the parsed JSON file; errors are one line."""
-    if isinstance(source, (dict, list)):
-        return source
-    path = Path(source)
-    if not path.exists():
-        raise SipvisError(f"{what} file not found: {path}")
-    if path.is_dir():
-        raise SipvisError(f"{what} path is a directory, expected a JSON file: {path}")
-    try:
-        with path.open("rb") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise SipvisError(
-            f"{what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    except UnicodeDecodeError:
-        raise SipvisError(f"{what} file {path} is not valid JSON (not UTF-8 text)") from None
-    except OSError as exc:
-        raise SipvisError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
 
 
 # ------------------------------------------------------------------------------------------- storage
@@ -273,12 +253,6 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _type_name(x: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(x), type(x).__name__
-    )
-
-
 def _rle_problem(seg: dict) -> str | None:
     """Why `seg` is not a usable RLE dict, or None."""
     size, counts = seg.get("size"), seg.get("counts")
@@ -292,7 +266,7 @@ def _rle_problem(seg: dict) -> str | None:
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
         return f"RLE 'size' must be [height, width] (two non-negative integers), got {size!r}"
     if not isinstance(counts, (str, bytes, list)):
-        return f"RLE 'counts' must be a string (compressed RLE), got {_type_name(counts)}"
+        return f"RLE 'counts' must be a string (compressed RLE), got {json_type_name(counts)}"
     # the values of uncompressed counts are checked by pycocotools in MaskStore.finalize (fast)
     return None
 
@@ -335,53 +309,65 @@ def parse_gt(gt: dict | str | Path, iou_type: IouType = "segm") -> GroundTruth:
         hint = " (this looks like a results file; pass it as --results)" if isinstance(data, list) else ""
         raise SipvisError(
             f"ground truth must be a JSON object with 'videos', 'categories' and 'annotations', "
-            f"got {_type_name(data)}{hint}"
+            f"got {json_type_name(data)}{hint}"
         )
     for key in ("videos", "categories", "annotations"):
         if not isinstance(data.get(key), list):
-            found = "missing" if key not in data else _type_name(data[key])
+            found = "missing" if key not in data else json_type_name(data[key])
             raise SipvisError(f"ground truth: '{key}' must be a list ({found})")
-    warnings: list[Issue] = []
+    videos = _gt_videos(data["videos"])
+    categories = _gt_categories(data["categories"])
+    masks = MaskStore()
+    tracks, warnings = _gt_tracks(data["annotations"], videos, categories, masks, iou_type)
+    masks.finalize()
+    if iou_type == "bbox":
+        for tr in tracks:
+            if tr.boxes is None:
+                tr.boxes = _rle_boxes(masks, tr, tr.length)
+    return GroundTruth(
+        videos=videos, video_ids=sorted(videos), categories=categories, cat_ids=sorted(categories),
+        tracks=tracks, masks=masks, warnings=warnings, iou_type=iou_type,
+    )
 
+
+def _gt_videos(entries: list) -> dict[int, Video]:
     videos: dict[int, Video] = {}
-    for i, v in enumerate(data["videos"]):
-        if not isinstance(v, dict) or not _is_int(v.get("id")):
-            raise SipvisError(f"ground truth: videos[{i}] needs an integer 'id'")
-        if v["id"] in videos:
-            raise SipvisError(f"ground truth: duplicate video id {v['id']} (videos[{i}])")
+    for v in _with_unique_ids(entries, "videos", "video"):
         length = v.get("length")
         if not _is_int(length):
             length = len(v["file_names"]) if isinstance(v.get("file_names"), list) else None
         h, w = v.get("height"), v.get("width")
         videos[v["id"]] = Video(v["id"], h if _is_int(h) else None, w if _is_int(w) else None, length)
+    return videos
 
-    categories: dict[int, str] = {}
-    for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or not _is_int(c.get("id")):
-            raise SipvisError(f"ground truth: categories[{i}] needs an integer 'id'")
-        if c["id"] in categories:
-            raise SipvisError(f"ground truth: duplicate category id {c['id']} (categories[{i}])")
-        categories[c["id"]] = str(c.get("name", c["id"]))
 
-    masks = MaskStore()
+def _gt_categories(entries: list) -> dict[int, str]:
+    return {c["id"]: str(c.get("name", c["id"])) for c in _with_unique_ids(entries, "categories", "category")}
+
+
+def _with_unique_ids(entries: list, key: str, noun: str) -> Iterator[dict]:
+    """The GT's `key` list, each entry checked to be an object with an integer id not seen before."""
+    seen: set[int] = set()
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not _is_int(e.get("id")):
+            raise SipvisError(f"ground truth: {key}[{i}] needs an integer 'id'")
+        if e["id"] in seen:
+            raise SipvisError(f"ground truth: duplicate {noun} id {e['id']} ({key}[{i}])")
+        seen.add(e["id"])
+        yield e
+
+
+def _gt_tracks(annotations: list, videos: dict[int, Video], categories: dict[int, str], masks: MaskStore,
+               iou_type: IouType) -> tuple[list[Track], list[Issue]]:
+    """The GT annotations of listed videos and categories as tracks (masks into `masks`), and warnings."""
     tracks: list[Track] = []
+    warnings: list[Issue] = []
     seen_ids: dict[int, int] = {}
     outside = 0
-    for i, ann in enumerate(data["annotations"]):
+    for i, ann in enumerate(annotations):
         where = f"ground truth annotations[{i}]"
-        if not isinstance(ann, dict):
-            raise SipvisError(f"{where} must be an object, got {_type_name(ann)}")
-        missing = [k for k in GT_ANN_KEYS if k not in ann]
-        if missing:
-            raise SipvisError(f"{where} is missing {', '.join(repr(k) for k in missing)}")
-        for k in ("id", "video_id", "category_id"):
-            if not _is_int(ann[k]):
-                raise SipvisError(f"{where}.{k} must be an integer, got {ann[k]!r}")
-        if ann["id"] in seen_ids:
-            raise SipvisError(f"{where}: duplicate annotation id {ann['id']} (also annotations[{seen_ids[ann['id']]}])")
+        _check_gt_annotation(ann, where, seen_ids)
         seen_ids[ann["id"]] = i
-        if not isinstance(ann["segmentations"], list) or not isinstance(ann["areas"], list):
-            raise SipvisError(f"{where}: 'segmentations' and 'areas' must be lists (one entry per frame)")
         # the official evaluator only sees annotations of listed videos and categories
         video = videos.get(ann["video_id"])
         if video is None or ann["category_id"] not in categories:
@@ -389,42 +375,12 @@ def parse_gt(gt: dict | str | Path, iou_type: IouType = "segm") -> GroundTruth:
             continue
         if ann["id"] == 0:
             warnings.append(Issue(
-                "warning", "gt_id_zero",
+                "warning", IssueKind.GT_ID_ZERO,
                 f"{where} has id 0: the official evaluator stores matches by GT id and treats 0 as "
                 "'unmatched', so this annotation can never be a true positive (kept, as official); "
                 "number annotations from 1 to avoid it",
             ))
-        frames, idx = [], []
-        rles, unc, unc_where = masks.rles, masks._uncompressed, masks._where
-        for t, seg in enumerate(ann["segmentations"]):
-            if not seg:  # official: a falsy entry (null, {}, []) is an absent frame
-                continue
-            if type(seg) is dict and type(seg.get("counts")) is list and type(seg.get("size")) is list \
-                    and len(seg["size"]) == 2:  # fast path: the official files' uncompressed RLE
-                unc.append(len(rles))
-                unc_where[len(rles)] = (where, t)
-                idx.append(len(rles))
-                rles.append(seg)
-                frames.append(t)
-                continue
-            if isinstance(seg, list):  # polygon(s), rasterised at the video size and merged
-                if video.height is None or video.width is None:
-                    raise SipvisError(f"{where}.segmentations[{t}] is a polygon but video {video.id} "
-                                      "has no 'height'/'width' to rasterise it")
-                try:
-                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, video.height, video.width))
-                except Exception:
-                    raise SipvisError(f"{where}.segmentations[{t}] is not a valid polygon list") from None
-                idx.append(masks.add(rle))
-            elif isinstance(seg, dict):
-                problem = _rle_problem(seg)
-                if problem:
-                    raise SipvisError(f"{where}.segmentations[{t}]: {problem}")
-                idx.append(masks.add(seg, uncompressed=isinstance(seg["counts"], list), where=(where, t)))
-            else:
-                raise SipvisError(f"{where}.segmentations[{t}] must be an RLE, a polygon list or null, "
-                                  f"got {_type_name(seg)}")
-            frames.append(t)
+        frames, idx = _gt_masks(ann["segmentations"], video, where, masks)
         area_vals = [a for a in ann["areas"] if a]  # official: null and 0 are left out of the mean
         if not all(_is_number(a) for a in area_vals):
             raise SipvisError(f"{where}.areas must hold numbers or null")
@@ -439,18 +395,61 @@ def parse_gt(gt: dict | str | Path, iou_type: IouType = "segm") -> GroundTruth:
             tracks[-1].boxes = _boxes_array(ann["bboxes"], len(ann["bboxes"]), where)
             tracks[-1].length = len(ann["bboxes"])
     if outside:
-        warnings.append(Issue("warning", "gt_outside",
+        warnings.append(Issue("warning", IssueKind.GT_OUTSIDE,
                               f"ground truth: {outside} annotation(s) reference a video or category that is "
                               "not listed; they are not evaluated (as official)"))
-    masks.finalize()
-    if iou_type == "bbox":
-        for tr in tracks:
-            if tr.boxes is None:
-                tr.boxes = _rle_boxes(masks, tr, tr.length)
-    return GroundTruth(
-        videos=videos, video_ids=sorted(videos), categories=categories, cat_ids=sorted(categories),
-        tracks=tracks, masks=masks, warnings=warnings, iou_type=iou_type,
-    )
+    return tracks, warnings
+
+
+def _check_gt_annotation(ann: Any, where: str, seen_ids: dict[int, int]) -> None:
+    if not isinstance(ann, dict):
+        raise SipvisError(f"{where} must be an object, got {json_type_name(ann)}")
+    missing = [k for k in GT_ANN_KEYS if k not in ann]
+    if missing:
+        raise SipvisError(f"{where} is missing {', '.join(repr(k) for k in missing)}")
+    for k in ("id", "video_id", "category_id"):
+        if not _is_int(ann[k]):
+            raise SipvisError(f"{where}.{k} must be an integer, got {ann[k]!r}")
+    if ann["id"] in seen_ids:
+        raise SipvisError(f"{where}: duplicate annotation id {ann['id']} (also annotations[{seen_ids[ann['id']]}])")
+    if not isinstance(ann["segmentations"], list) or not isinstance(ann["areas"], list):
+        raise SipvisError(f"{where}: 'segmentations' and 'areas' must be lists (one entry per frame)")
+
+
+def _gt_masks(segmentations: list, video: Video, where: str, masks: MaskStore) -> tuple[list[int], list[int]]:
+    """(present frame indices, their indices into `masks`) of one GT annotation."""
+    frames, idx = [], []
+    rles, unc, unc_where = masks.rles, masks._uncompressed, masks._where
+    for t, seg in enumerate(segmentations):
+        if not seg:  # official: a falsy entry (null, {}, []) is an absent frame
+            continue
+        if type(seg) is dict and type(seg.get("counts")) is list and type(seg.get("size")) is list \
+                and len(seg["size"]) == 2:  # fast path: the official files' uncompressed RLE
+            unc.append(len(rles))
+            unc_where[len(rles)] = (where, t)
+            idx.append(len(rles))
+            rles.append(seg)
+            frames.append(t)
+            continue
+        if isinstance(seg, list):  # polygon(s), rasterised at the video size and merged
+            if video.height is None or video.width is None:
+                raise SipvisError(f"{where}.segmentations[{t}] is a polygon but video {video.id} "
+                                  "has no 'height'/'width' to rasterise it")
+            try:
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, video.height, video.width))
+            except Exception:
+                raise SipvisError(f"{where}.segmentations[{t}] is not a valid polygon list") from None
+            idx.append(masks.add(rle))
+        elif isinstance(seg, dict):
+            problem = _rle_problem(seg)
+            if problem:
+                raise SipvisError(f"{where}.segmentations[{t}]: {problem}")
+            idx.append(masks.add(seg, uncompressed=isinstance(seg["counts"], list), where=(where, t)))
+        else:
+            raise SipvisError(f"{where}.segmentations[{t}] must be an RLE, a polygon list or null, "
+                              f"got {json_type_name(seg)}")
+        frames.append(t)
+    return frames, idx
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -476,145 +475,163 @@ def parse_results(
         if isinstance(data, dict):
             hint = (" (this looks like a ground-truth file)" if "annotations" in data and "videos" in data
                     else " (an object; a results file is a list of them)")
-        issues.append(Issue("error", "not_a_list",
+        issues.append(Issue("error", IssueKind.NOT_A_LIST,
                             "results must be a JSON list of {video_id, category_id, score, segmentations} "
-                            f"objects, got {_type_name(data)}{hint}"))
+                            f"objects, got {json_type_name(data)}{hint}"))
         return Results(tracks, masks, issues)
     if not data:
-        issues.append(Issue("warning", "empty",
+        issues.append(Issue("warning", IssueKind.EMPTY,
                             "results list is empty: every AP/AR is 0 where GT exists "
                             "(the official evaluator crashes on an empty list)"))
-
-    gt_ids = set(gt.videos)
-    zero_based = _looks_zero_based(data, gt_ids)
+    zero_based = _looks_zero_based(data, set(gt.videos))
     if zero_based is not None:
         issues.append(zero_based)
-    need_segm = iou_type == "segm"
-    n_unknown_cat, first_unknown_cat = 0, (0, 0)
+    unknown_cats: list[tuple[int, int]] = []  # (index, category id) of results of unknown categories
     for i, res in enumerate(data):
-        where = f"results[{i}]"
-        if not isinstance(res, dict):
-            issues.append(Issue("error", "schema", f"{where} must be an object, got {_type_name(res)}", i))
-            continue
-        required = RESULT_KEYS if need_segm else ("video_id", "category_id", "score")
-        missing = [k for k in required if k not in res]
-        if not need_segm and "segmentations" not in res and "bboxes" not in res:
-            missing.append("segmentations' or 'bboxes")
-        if missing:
-            issues.append(Issue("error", "schema",
-                                f"{where} is missing {', '.join(repr(k) for k in missing)} "
-                                f"(expected keys: {', '.join(RESULT_KEYS)})", i))
-            continue
-        bad = _field_problem(res)
-        if bad:
-            issues.append(Issue("error", "schema", f"{where}.{bad}", i))
-            continue
-        vid, cat = res["video_id"], res["category_id"]
-        if vid not in gt_ids:
-            if zero_based is None:
-                level = "error" if unknown_videos == "error" else "warning"
-                tail = "" if level == "error" else " (dropped)"
-                issues.append(Issue(level, "unknown_video",
-                                    f"{where}.video_id {vid} is not a video of the ground truth "
-                                    f"(GT ids: {_id_range(gt_ids)}){tail}", i))
-            continue
-        if cat not in gt.categories:
-            n_unknown_cat += 1
-            if n_unknown_cat == 1:
-                first_unknown_cat = (i, cat)
-            continue
-        video = gt.videos[vid]
-        segs = res.get("segmentations")
-        frames, idx = [], []
-        n_frames = 0
-        if segs is not None:
-            n_frames = len(segs)
-            ok = True
-            vsize, rles = [video.height, video.width], masks.rles
-            for t, seg in enumerate(segs):
-                if not seg:
-                    continue
-                if type(seg) is dict and type(seg.get("counts")) is str and seg.get("size") == vsize:
-                    frames.append(t)  # fast path: a CodaLab-style compressed RLE at the video size
-                    idx.append(len(rles))
-                    rles.append(seg)
-                    continue
-                if isinstance(seg, dict):
-                    problem = _rle_problem(seg)
-                    if problem is None:
-                        if isinstance(seg["counts"], list):
-                            issues.append(Issue(
-                                "warning", "uncompressed_rle",
-                                f"{where}.segmentations[{t}] is an uncompressed RLE (counts as a list): "
-                                "accepted here, but the official evaluator / CodaLab reject it "
-                                "(encode with pycocotools.mask.encode)", i))
-                        h, w = seg["size"]
-                        known = video.height is not None and video.width is not None
-                        if known and (h, w) != (video.height, video.width):
-                            issues.append(Issue(
-                                "warning", "size_mismatch",
-                                f"{where}.segmentations[{t}] has RLE size [{h}, {w}] but video {vid} is "
-                                f"[{video.height}, {video.width}] (height, width): such a frame adds 0 to "
-                                "intersection and union (official); masks must be at the original video size",
-                                i))
-                        idx.append(masks.add(seg, uncompressed=isinstance(seg["counts"], list), where=(where, t)))
-                        frames.append(t)
-                        continue
-                    issues.append(Issue("error", "schema", f"{where}.segmentations[{t}]: {problem}", i))
-                elif isinstance(seg, list):
-                    issues.append(Issue("error", "schema",
-                                        f"{where}.segmentations[{t}] is a polygon list; results must be "
-                                        "compressed RLE {'size': [h, w], 'counts': '<string>'} or null", i))
-                else:
-                    issues.append(Issue("error", "schema",
-                                        f"{where}.segmentations[{t}] must be an RLE object or null, "
-                                        f"got {_type_name(seg)}", i))
-                ok = False
-                break
-            if not ok:
-                continue
-        boxes = None
-        if iou_type == "bbox" and "bboxes" in res:
-            try:
-                boxes = _boxes_array(res["bboxes"], len(res["bboxes"]), where)
-            except SipvisError as exc:
-                issues.append(Issue("error", "schema", str(exc), i))
-                continue
-            if segs is None:
-                n_frames = len(res["bboxes"])
-        if video.length is not None and n_frames != video.length:
-            issues.append(Issue(
-                "warning", "frame_count",
-                f"{where} (video_id {vid}) has {n_frames} segmentations but video {vid} has "
-                f"{video.length} frames: the official IoU zips the two lists, so frames past the "
-                "shorter one are ignored", i))
-        tracks.append(Track(
-            video_id=vid, category_id=cat, ann_id=i + 1, score=float(res["score"]), iscrowd=0,
-            length=n_frames, frames=np.asarray(frames, dtype=np.int64),
-            mask_idx=np.asarray(idx, dtype=np.int64), boxes=boxes,
-        ))
-    if n_unknown_cat:
-        i0, c0 = first_unknown_cat
-        issues.append(Issue("warning", "unknown_category",
-                            f"{n_unknown_cat} result(s) have a category_id that is not a GT category "
+        track = _parse_result(i, res, gt, iou_type, masks, issues, unknown_videos, zero_based is not None)
+        if isinstance(track, Track):
+            tracks.append(track)
+        elif track is not None:
+            unknown_cats.append(track)
+    if unknown_cats:
+        (i0, c0), n = unknown_cats[0], len(unknown_cats)
+        issues.append(Issue("warning", IssueKind.UNKNOWN_CATEGORY,
+                            f"{n} result(s) have a category_id that is not a GT category "
                             f"(first: results[{i0}].category_id {c0}; GT ids: {_id_range(set(gt.categories))}); "
                             "they are ignored, as official", i0))
     if not any(x.level == "error" for x in issues):
         try:
             masks.finalize()
         except SipvisError as exc:
-            issues.append(Issue("error", "schema", str(exc)))
+            issues.append(Issue("error", IssueKind.SCHEMA, str(exc)))
             return Results(tracks, masks, issues)
-        _track_areas(tracks, masks)
-        if iou_type == "bbox":
-            for tr in tracks:
-                if tr.boxes is None:
-                    tr.boxes = _rle_boxes(masks, tr, tr.length)
-                if not len(tr.mask_idx):  # bbox-only result: its area ranges use box areas
-                    a = tr.boxes[:, 2] * tr.boxes[:, 3]
-                    a = a[np.isfinite(a) & (a != 0)]
-                    tr.avg_area = float(a.mean()) if a.size else 0.0
+        _finish_results(tracks, masks, iou_type)
     return Results(tracks, masks, issues)
+
+
+def _parse_result(i: int, res: Any, gt: GroundTruth, iou_type: IouType, masks: MaskStore, issues: list[Issue],
+                  unknown_videos: str, zero_based: bool) -> Track | tuple[int, int] | None:
+    """results[i] as a track; (i, category id) for a result of an unknown category; None when the
+    entry is left out (its problem appended to `issues`)."""
+    where = f"results[{i}]"
+    need_segm = iou_type == "segm"
+    if not isinstance(res, dict):
+        issues.append(Issue("error", IssueKind.SCHEMA, f"{where} must be an object, got {json_type_name(res)}", i))
+        return None
+    required = RESULT_KEYS if need_segm else ("video_id", "category_id", "score")
+    missing = [k for k in required if k not in res]
+    if not need_segm and "segmentations" not in res and "bboxes" not in res:
+        missing.append("segmentations' or 'bboxes")
+    if missing:
+        issues.append(Issue("error", IssueKind.SCHEMA,
+                            f"{where} is missing {', '.join(repr(k) for k in missing)} "
+                            f"(expected keys: {', '.join(RESULT_KEYS)})", i))
+        return None
+    bad = _field_problem(res)
+    if bad:
+        issues.append(Issue("error", IssueKind.SCHEMA, f"{where}.{bad}", i))
+        return None
+    vid, cat = res["video_id"], res["category_id"]
+    if vid not in gt.videos:
+        if not zero_based:
+            level = "error" if unknown_videos == "error" else "warning"
+            tail = "" if level == "error" else " (dropped)"
+            issues.append(Issue(level, IssueKind.UNKNOWN_VIDEO,
+                                f"{where}.video_id {vid} is not a video of the ground truth "
+                                f"(GT ids: {_id_range(set(gt.videos))}){tail}", i))
+        return None
+    if cat not in gt.categories:
+        return i, cat
+    video = gt.videos[vid]
+    segs = res.get("segmentations")
+    frames: list[int] = []
+    idx: list[int] = []
+    n_frames = 0
+    if segs is not None:
+        n_frames = len(segs)
+        if not _result_masks(segs, video, where, i, masks, issues, frames, idx):
+            return None
+    boxes = None
+    if iou_type == "bbox" and "bboxes" in res:
+        try:
+            boxes = _boxes_array(res["bboxes"], len(res["bboxes"]), where)
+        except SipvisError as exc:
+            issues.append(Issue("error", IssueKind.SCHEMA, str(exc), i))
+            return None
+        if segs is None:
+            n_frames = len(res["bboxes"])
+    if video.length is not None and n_frames != video.length:
+        issues.append(Issue(
+            "warning", IssueKind.FRAME_COUNT,
+            f"{where} (video_id {vid}) has {n_frames} segmentations but video {vid} has "
+            f"{video.length} frames: the official IoU zips the two lists, so frames past the "
+            "shorter one are ignored", i))
+    return Track(video_id=vid, category_id=cat, ann_id=i + 1, score=float(res["score"]), iscrowd=0,
+                 length=n_frames, frames=np.asarray(frames, dtype=np.int64),
+                 mask_idx=np.asarray(idx, dtype=np.int64), boxes=boxes)
+
+
+def _result_masks(segs: list, video: Video, where: str, i: int, masks: MaskStore, issues: list[Issue],
+                  frames: list[int], idx: list[int]) -> bool:
+    """Append a result's present frames and their mask indices; False (and an error issue) on a bad entry."""
+    vsize, rles = [video.height, video.width], masks.rles
+    for t, seg in enumerate(segs):
+        if not seg:
+            continue
+        if type(seg) is dict and type(seg.get("counts")) is str and seg.get("size") == vsize:
+            frames.append(t)  # fast path: a CodaLab-style compressed RLE at the video size
+            idx.append(len(rles))
+            rles.append(seg)
+            continue
+        if isinstance(seg, dict):
+            problem = _rle_problem(seg)
+            if problem is None:
+                _rle_warnings(seg, video, f"{where}.segmentations[{t}]", i, issues)
+                idx.append(masks.add(seg, uncompressed=isinstance(seg["counts"], list), where=(where, t)))
+                frames.append(t)
+                continue
+            issues.append(Issue("error", IssueKind.SCHEMA, f"{where}.segmentations[{t}]: {problem}", i))
+        elif isinstance(seg, list):
+            issues.append(Issue("error", IssueKind.SCHEMA,
+                                f"{where}.segmentations[{t}] is a polygon list; results must be "
+                                "compressed RLE {'size': [h, w], 'counts': '<string>'} or null", i))
+        else:
+            issues.append(Issue("error", IssueKind.SCHEMA,
+                                f"{where}.segmentations[{t}] must be an RLE object or null, "
+                                f"got {json_type_name(seg)}", i))
+        return False
+    return True
+
+
+def _rle_warnings(seg: dict, video: Video, where: str, i: int, issues: list[Issue]) -> None:
+    """Warnings about a usable result RLE: uncompressed counts, a size other than the video's."""
+    if isinstance(seg["counts"], list):
+        issues.append(Issue(
+            "warning", IssueKind.UNCOMPRESSED_RLE,
+            f"{where} is an uncompressed RLE (counts as a list): "
+            "accepted here, but the official evaluator / CodaLab reject it "
+            "(encode with pycocotools.mask.encode)", i))
+    h, w = seg["size"]
+    known = video.height is not None and video.width is not None
+    if known and (h, w) != (video.height, video.width):
+        issues.append(Issue(
+            "warning", IssueKind.SIZE_MISMATCH,
+            f"{where} has RLE size [{h}, {w}] but video {video.id} is "
+            f"[{video.height}, {video.width}] (height, width): such a frame adds 0 to "
+            "intersection and union (official); masks must be at the original video size", i))
+
+
+def _finish_results(tracks: list[Track], masks: MaskStore, iou_type: IouType) -> None:
+    """Track areas (and for bbox, per-frame boxes and box areas) once the masks are finalised."""
+    _track_areas(tracks, masks)
+    if iou_type == "bbox":
+        for tr in tracks:
+            if tr.boxes is None:
+                tr.boxes = _rle_boxes(masks, tr, tr.length)
+            if not len(tr.mask_idx):  # bbox-only result: its area ranges use box areas
+                a = tr.boxes[:, 2] * tr.boxes[:, 3]
+                a = a[np.isfinite(a) & (a != 0)]
+                tr.avg_area = float(a.mean()) if a.size else 0.0
 
 
 def _field_problem(res: dict) -> str | None:
@@ -627,7 +644,7 @@ def _field_problem(res: dict) -> str | None:
         return f"score must be a finite number, got {score!r}"
     segs = res.get("segmentations")
     if "segmentations" in res and not isinstance(segs, list):
-        return f"segmentations must be a list (one RLE or null per frame), got {_type_name(segs)}"
+        return f"segmentations must be a list (one RLE or null per frame), got {json_type_name(segs)}"
     return None
 
 
@@ -671,7 +688,7 @@ def _looks_zero_based(data: list, gt_ids: set[int]) -> Issue | None:
         return None
     first = next(i for i, r in enumerate(data) if isinstance(r, dict) and r.get("video_id") == 0)
     return Issue(
-        "error", "zero_based_ids",
+        "error", IssueKind.ZERO_BASED_IDS,
         f"results use 0-based video ids (results[{first}].video_id is 0, but the ground-truth ids start "
         f"at 1): add 1 to every video_id (the GT id is the dataset index + 1)", first,
     )

@@ -7,14 +7,13 @@ annotations: whole videos go to one side, chosen reproducibly from (seed, ratio,
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sipvis.errors import SipvisError
-from sipvis.evaluation.schema import load_json
+from sipvis.io.files import load_json
 
 
 @dataclass(frozen=True)
@@ -89,11 +88,7 @@ def make_split(
 
 def _write_json(obj: object, path: Path) -> None:
     """Write compact JSON atomically (a partial file never replaces a good one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(obj, fh, separators=(",", ":"))
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SipvisError(f"cannot write {path}: {exc.strerror or exc}") from None
+    from sipvis.io.files import atomic_write  # here: sipvis.io loads OpenCV and PyAV
+
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, separators=(",", ":"))

@@ -31,14 +31,15 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from sipvis.errors import SipvisError
+from sipvis.io.files import no_gc
 from sipvis.evaluation.schema import (
     GroundTruth,
     Issue,
+    IssueKind,
     IouType,
     MaskStore,
     Results,
     Track,
-    no_gc,
     parse_gt,
     parse_results,
 )
@@ -64,7 +65,8 @@ class EvalResult:
         category_ids: the K category ids in array order.
         ious: (video_id, category_id) -> (D, G) track-IoU matrix (rows: results by score, cut at 100;
             columns: GT annotations in file order), for pairs with a result or a GT.
-        warnings: problems that did not stop evaluation (one line each).
+        issues: problems that did not stop evaluation (`Issue`s of level "warning"; `warnings` has
+            their messages, one line each).
         iou_type: "segm" or "bbox".
     """
 
@@ -75,8 +77,13 @@ class EvalResult:
     scores: np.ndarray
     category_ids: list[int]
     ious: dict[tuple[int, int], np.ndarray]
-    warnings: list[str] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
     iou_type: str = "segm"
+
+    @property
+    def warnings(self) -> list[str]:
+        """The issues' messages."""
+        return [i.message for i in self.issues]
 
     def as_dict(self) -> dict:
         """JSON-ready: ``{"stats": [12], "AP": .., ..., "ARl": .., "per_class": {name: AP}}``."""
@@ -133,8 +140,7 @@ def _evaluate(gt, results, iou_type, unknown_videos, strict, progress) -> EvalRe
     problems = res.errors + (res.warnings if strict else [])
     if problems:
         raise SipvisError(_summarise_problems(problems))
-    warnings = [w.message for w in gtp.warnings] + [w.message for w in res.warnings]
-    return _evaluate_parsed(gtp, res.tracks, res.masks, iou_type, warnings, progress)
+    return _evaluate_parsed(gtp, res.tracks, res.masks, iou_type, gtp.warnings + res.warnings, progress)
 
 
 def _summarise_problems(problems: list[Issue]) -> str:
@@ -165,7 +171,7 @@ def _evaluate_parsed(
     dt_tracks: list[Track],
     dt_masks: MaskStore,
     iou_type: str,
-    warnings: list[str],
+    issues: list[Issue],
     progress: Callable[[int, int], None] | None,
 ) -> EvalResult:
     video_set = set(gt.video_ids)
@@ -203,8 +209,9 @@ def _evaluate_parsed(
         if progress is not None and (n % 64 == 63 or n == len(keys) - 1):
             progress(n + 2, n_steps)
     for vid, c in empty_union:
-        warnings.append(f"Mask sizes in video {vid} and category {c} may not match! "
-                        "(a result/GT pair has an empty union: its IoU is 0)")
+        issues.append(Issue("warning", IssueKind.EMPTY_UNION,
+                            f"Mask sizes in video {vid} and category {c} may not match! "
+                            "(a result/GT pair has an empty union: its IoU is 0)"))
 
     precision, recall, scores = _accumulate(evals, gt.video_ids, gt.cat_ids)
     stats = _summarize(precision, recall)
@@ -214,7 +221,7 @@ def _evaluate_parsed(
         per_class[names[cat]] = _mean_valid(precision[:, :, k, 0, 2])
     return EvalResult(
         stats=stats, per_class=per_class, precision=precision, recall=recall, scores=scores,
-        category_ids=list(gt.cat_ids), ious=ious, warnings=warnings, iou_type=iou_type,
+        category_ids=list(gt.cat_ids), ious=ious, issues=issues, iou_type=iou_type,
     )
 
 
@@ -292,120 +299,171 @@ def _segm_ious(
             out[i] = (np.zeros((len(ds), len(gs))), False)
     if not both:
         return out  # type: ignore[return-value]
+    e = _Entries.of(groups, both)
+    uniform, lo = _uniform_groups(e, gt_masks, dt_masks)
+    for j in np.flatnonzero(~uniform).tolist():
+        ds, gs = groups[both[j]]
+        out[both[j]] = _iou_block(*_segm_inter_union(ds, gs, gt_masks, dt_masks))
+    inter = _uniform_intersections(e, uniform, lo, gt_masks, dt_masks)
+    union = _unions(e, inter, gt_masks, dt_masks)
+    for j in np.flatnonzero(uniform).tolist():
+        sl = slice(int(e.block0[j]), int(e.block0[j] + e.n_pairs[j]))
+        shape = (e.n_d[j], e.n_g[j])
+        out[both[j]] = _iou_block(inter[sl].reshape(shape), union[sl].reshape(shape))
+    return out  # type: ignore[return-value]
 
-    # flat per-frame entries of all tracks of the groups with both sides, track by track
-    d_tracks = [d for i in both for d in groups[i][0]]
-    g_tracks = [g for i in both for g in groups[i][1]]
-    n_d = np.array([len(groups[i][0]) for i in both])
-    n_g = np.array([len(groups[i][1]) for i in both])
-    d_grp, g_grp = np.repeat(np.arange(len(both)), n_d), np.repeat(np.arange(len(both)), n_g)
-    d_len = np.array([t.length for t in d_tracks])
-    g_len = np.array([t.length for t in g_tracks])
-    ed_track = np.repeat(np.arange(len(d_tracks)), [len(t.frames) for t in d_tracks])
-    eg_track = np.repeat(np.arange(len(g_tracks)), [len(t.frames) for t in g_tracks])
-    ed_t = np.concatenate([t.frames for t in d_tracks])
-    eg_t = np.concatenate([t.frames for t in g_tracks])
-    ed_m = np.concatenate([t.mask_idx for t in d_tracks])
-    eg_m = np.concatenate([t.mask_idx for t in g_tracks])
 
-    # one RLE size per group? (else: the general path)
-    hw_d = dt_masks.height[ed_m] * (1 << 32) + dt_masks.width[ed_m]
-    hw_g = gt_masks.height[eg_m] * (1 << 32) + gt_masks.width[eg_m]
-    grp_all = np.concatenate([d_grp[ed_track], g_grp[eg_track]])
+@dataclass
+class _Entries:
+    """Flat per-frame entries of all tracks of the groups with both results and GT, track by track.
+
+    n_d, n_g: (B,) result / GT tracks per group; d_grp, g_grp: group of each track; d_len, g_len:
+    track lengths; ed_*, eg_*: per present frame entry its track, frame and mask index;
+    n_pairs, block0: (B,) size and start of each group's (D, G) block in a flat pair array.
+    """
+
+    n_d: np.ndarray
+    n_g: np.ndarray
+    d_grp: np.ndarray
+    g_grp: np.ndarray
+    d_len: np.ndarray
+    g_len: np.ndarray
+    ed_track: np.ndarray
+    eg_track: np.ndarray
+    ed_t: np.ndarray
+    eg_t: np.ndarray
+    ed_m: np.ndarray
+    eg_m: np.ndarray
+    n_pairs: np.ndarray
+    block0: np.ndarray
+
+    @classmethod
+    def of(cls, groups: list[tuple[list[Track], list[Track]]], both: list[int]) -> "_Entries":
+        d_tracks = [d for i in both for d in groups[i][0]]
+        g_tracks = [g for i in both for g in groups[i][1]]
+        n_d = np.array([len(groups[i][0]) for i in both])
+        n_g = np.array([len(groups[i][1]) for i in both])
+        n_pairs = n_d * n_g
+        return cls(
+            n_d=n_d, n_g=n_g,
+            d_grp=np.repeat(np.arange(len(both)), n_d), g_grp=np.repeat(np.arange(len(both)), n_g),
+            d_len=np.array([t.length for t in d_tracks]), g_len=np.array([t.length for t in g_tracks]),
+            ed_track=np.repeat(np.arange(len(d_tracks)), [len(t.frames) for t in d_tracks]),
+            eg_track=np.repeat(np.arange(len(g_tracks)), [len(t.frames) for t in g_tracks]),
+            ed_t=np.concatenate([t.frames for t in d_tracks]), eg_t=np.concatenate([t.frames for t in g_tracks]),
+            ed_m=np.concatenate([t.mask_idx for t in d_tracks]), eg_m=np.concatenate([t.mask_idx for t in g_tracks]),
+            n_pairs=n_pairs, block0=np.concatenate([[0], np.cumsum(n_pairs)[:-1]]),
+        )
+
+
+def _uniform_groups(e: _Entries, gt_masks: MaskStore, dt_masks: MaskStore) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) whether all masks of a group share one RLE size, and that (smallest) size as h << 32 | w."""
+    hw_d = dt_masks.height[e.ed_m] * (1 << 32) + dt_masks.width[e.ed_m]
+    hw_g = gt_masks.height[e.eg_m] * (1 << 32) + gt_masks.width[e.eg_m]
+    grp_all = np.concatenate([e.d_grp[e.ed_track], e.g_grp[e.eg_track]])
     hw_all = np.concatenate([hw_d, hw_g])
-    lo = np.full(len(both), np.iinfo(np.int64).max)
-    hi = np.full(len(both), np.iinfo(np.int64).min)
+    lo = np.full(len(e.n_d), np.iinfo(np.int64).max)
+    hi = np.full(len(e.n_d), np.iinfo(np.int64).min)
     np.minimum.at(lo, grp_all, hw_all)
     np.maximum.at(hi, grp_all, hw_all)
     uniform = lo == hi  # groups with no mask at all are uniform too (lo > hi is impossible then)
     uniform |= lo == np.iinfo(np.int64).max
-    for j in np.flatnonzero(~uniform).tolist():
-        ds, gs = groups[both[j]]
-        out[both[j]] = _iou_block(*_segm_inter_union(ds, gs, gt_masks, dt_masks))
+    return uniform, lo
 
-    # -- intersections of the uniform groups: key = (group, frame) -----------------------------
-    t_max = int(max(d_len.max(), g_len.max())) + 1
-    keep_d = uniform[d_grp[ed_track]]
-    keep_g = uniform[g_grp[eg_track]]
-    key_d = d_grp[ed_track] * t_max + ed_t
-    key_g = g_grp[eg_track] * t_max + eg_t
+
+def _uniform_intersections(e: _Entries, uniform: np.ndarray, lo: np.ndarray, gt_masks: MaskStore,
+                           dt_masks: MaskStore) -> np.ndarray:
+    """Summed |d∩g| of every (result, GT) pair of the uniform groups, flat in the groups' blocks."""
+    n_d, n_g, ed_track, eg_track, ed_m, eg_m = e.n_d, e.n_g, e.ed_track, e.eg_track, e.ed_m, e.eg_m
+    t_max = int(max(e.d_len.max(), e.g_len.max())) + 1
+    keep_d = uniform[e.d_grp[ed_track]]
+    keep_g = uniform[e.g_grp[eg_track]]
+    key_d = e.d_grp[ed_track] * t_max + e.ed_t
+    key_g = e.g_grp[eg_track] * t_max + e.eg_t
     keys = np.intersect1d(key_d[keep_d], key_g[keep_g])
-    n_pairs = n_d * n_g
-    block0 = np.concatenate([[0], np.cumsum(n_pairs)[:-1]])  # each group's (D, G) block in a flat array
-    inter = np.zeros(int(n_pairs.sum()))
-    if len(keys):
-        od = np.flatnonzero(np.isin(key_d, keys))  # entries come track by track: sort them by key
-        og = np.flatnonzero(np.isin(key_g, keys))
-        od, og = od[np.argsort(key_d[od], kind="stable")], og[np.argsort(key_g[og], kind="stable")]
-        pos_d, pos_g = np.searchsorted(keys, key_d[od]), np.searchsorted(keys, key_g[og])
-        ng_k = np.bincount(pos_g, minlength=len(keys))
-        nd_k = np.bincount(pos_d, minlength=len(keys))
-        # keys per pycocotools call: a call costs ~30 us fixed, each (result, GT) entry ~0.15 us,
-        # and a call of k keys has ~k^2 * per_key entries
-        per_key = max(float(np.mean(nd_k * ng_k)), 1.0)
-        k = int(max(1, min(64, round((200 / per_key) ** 0.5), (_MAX_IOU_ENTRIES / per_key) ** 0.5)))
-        key_chunk = np.arange(len(keys)) // k
-        # layout of a key: its rank in its chunk (keys of one chunk never share a layout)
-        key_grp = keys // t_max
-        key_hw = lo[key_grp]
-        layout_cache: dict[int, list[list[int]]] = {}
-        key_layout = []
-        for r, hw in zip((np.arange(len(keys)) % k).tolist(), key_hw.tolist()):
-            lay = layout_cache.get(hw)
-            if lay is None:
-                lay = layout_cache[hw] = _layouts((hw >> 32) * (hw & 0xFFFFFFFF))
-            key_layout.append(lay[r % len(lay)])
-        dt_rles, gt_rles = dt_masks.rles, gt_masks.rles
-        md, mg = ed_m[od], eg_m[og]
-        d_objs = [{"size": key_layout[p], "counts": dt_rles[m]["counts"]} for p, m in zip(pos_d.tolist(), md.tolist())]
-        g_objs = [{"size": key_layout[p], "counts": gt_rles[m]["counts"]} for p, m in zip(pos_g.tolist(), mg.tolist())]
-        n_chunks = int(key_chunk[-1]) + 1
-        bd = np.searchsorted(key_chunk[pos_d], np.arange(n_chunks + 1)).tolist()
-        bg = np.searchsorted(key_chunk[pos_g], np.arange(n_chunks + 1)).tolist()
-        flat, offset = [], np.zeros(n_chunks, dtype=np.int64)
-        total = 0
-        for c in range(n_chunks):
-            a, b, e, f = bd[c], bd[c + 1], bg[c], bg[c + 1]
-            if a == b or e == f:
-                continue
-            o = mask_utils.iou(d_objs[a:b], g_objs[e:f], [1] * (f - e))  # crowd: |d∩g| / |d|
-            flat.append(np.asarray(o).ravel())
-            offset[c] = total
-            total += (b - a) * (f - e)
-        flat = np.concatenate(flat)
-        # every (result mask, GT mask) pair sharing a key: a per-key cartesian product
-        start_g = np.concatenate([[0], np.cumsum(ng_k)[:-1]])
-        reps = ng_k[pos_d]
-        rows = np.repeat(np.arange(len(od)), reps)
-        pair0 = np.concatenate([[0], np.cumsum(reps)[:-1]])
-        cols = np.repeat(start_g[pos_d] - pair0, reps) + np.arange(len(rows))
-        ch = key_chunk[pos_d[rows]]
-        width = np.diff(np.asarray(bg))
-        vals = flat[offset[ch] + (rows - np.asarray(bd)[ch]) * width[ch] + (cols - np.asarray(bg)[ch])]
-        vals = np.rint(np.maximum(vals, 0.0) * dt_masks.area[md[rows]])
-        # scatter into the groups' blocks: d and g local indices within their group
-        d_first = np.concatenate([[0], np.cumsum(n_d)[:-1]])
-        g_first = np.concatenate([[0], np.cumsum(n_g)[:-1]])
-        dtr, gtr = ed_track[od][rows], eg_track[og][cols]
-        grp = d_grp[dtr]
-        slot = block0[grp] + (dtr - d_first[grp]) * n_g[grp] + (gtr - g_first[grp])
-        inter = np.bincount(slot, weights=vals, minlength=len(inter))
-
-    # -- unions: |d| and |g| summed over the frames zip() walks, minus the intersection --------
-    pair_grp = np.repeat(np.arange(len(both)), n_pairs)
-    local = np.arange(len(inter)) - block0[pair_grp]
+    inter = np.zeros(int(e.n_pairs.sum()))
+    if not len(keys):
+        return inter
+    od = np.flatnonzero(np.isin(key_d, keys))  # entries come track by track: sort them by key
+    og = np.flatnonzero(np.isin(key_g, keys))
+    od, og = od[np.argsort(key_d[od], kind="stable")], og[np.argsort(key_g[og], kind="stable")]
+    pos_d, pos_g = np.searchsorted(keys, key_d[od]), np.searchsorted(keys, key_g[og])
+    ng_k = np.bincount(pos_g, minlength=len(keys))
+    nd_k = np.bincount(pos_d, minlength=len(keys))
+    # keys per pycocotools call: a call costs ~30 us fixed, each (result, GT) entry ~0.15 us,
+    # and a call of k keys has ~k^2 * per_key entries
+    per_key = max(float(np.mean(nd_k * ng_k)), 1.0)
+    k = int(max(1, min(64, round((200 / per_key) ** 0.5), (_MAX_IOU_ENTRIES / per_key) ** 0.5)))
+    key_chunk = np.arange(len(keys)) // k
+    key_layout = _key_layouts(keys // t_max, lo, k)
+    dt_rles, gt_rles = dt_masks.rles, gt_masks.rles
+    md, mg = ed_m[od], eg_m[og]
+    d_objs = [{"size": key_layout[p], "counts": dt_rles[m]["counts"]} for p, m in zip(pos_d.tolist(), md.tolist())]
+    g_objs = [{"size": key_layout[p], "counts": gt_rles[m]["counts"]} for p, m in zip(pos_g.tolist(), mg.tolist())]
+    n_chunks = int(key_chunk[-1]) + 1
+    bd = np.searchsorted(key_chunk[pos_d], np.arange(n_chunks + 1)).tolist()
+    bg = np.searchsorted(key_chunk[pos_g], np.arange(n_chunks + 1)).tolist()
+    flat, offset = _chunk_ious(d_objs, g_objs, bd, bg, n_chunks)
+    # every (result mask, GT mask) pair sharing a key: a per-key cartesian product
+    start_g = np.concatenate([[0], np.cumsum(ng_k)[:-1]])
+    reps = ng_k[pos_d]
+    rows = np.repeat(np.arange(len(od)), reps)
+    pair0 = np.concatenate([[0], np.cumsum(reps)[:-1]])
+    cols = np.repeat(start_g[pos_d] - pair0, reps) + np.arange(len(rows))
+    ch = key_chunk[pos_d[rows]]
+    width = np.diff(np.asarray(bg))
+    vals = flat[offset[ch] + (rows - np.asarray(bd)[ch]) * width[ch] + (cols - np.asarray(bg)[ch])]
+    vals = np.rint(np.maximum(vals, 0.0) * dt_masks.area[md[rows]])
+    # scatter into the groups' blocks: d and g local indices within their group
     d_first = np.concatenate([[0], np.cumsum(n_d)[:-1]])
     g_first = np.concatenate([[0], np.cumsum(n_g)[:-1]])
-    pd_tr = d_first[pair_grp] + local // n_g[pair_grp]
-    pg_tr = g_first[pair_grp] + local % n_g[pair_grp]
-    n = np.minimum(d_len[pd_tr], g_len[pg_tr])
-    sum_d = _area_before(ed_track, ed_t, dt_masks.area[ed_m], pd_tr, n)
-    sum_g = _area_before(eg_track, eg_t, gt_masks.area[eg_m], pg_tr, n)
-    union = sum_d + sum_g - inter
-    for j in np.flatnonzero(uniform).tolist():
-        sl = slice(int(block0[j]), int(block0[j] + n_pairs[j]))
-        out[both[j]] = _iou_block(inter[sl].reshape(n_d[j], n_g[j]), union[sl].reshape(n_d[j], n_g[j]))
-    return out  # type: ignore[return-value]
+    dtr, gtr = ed_track[od][rows], eg_track[og][cols]
+    grp = e.d_grp[dtr]
+    slot = e.block0[grp] + (dtr - d_first[grp]) * n_g[grp] + (gtr - g_first[grp])
+    return np.bincount(slot, weights=vals, minlength=len(inter))
+
+
+def _key_layouts(key_grp: np.ndarray, lo: np.ndarray, k: int) -> list[list[int]]:
+    """Layout [h', w'] of each key: its rank in its chunk of k keys (keys of one chunk never share one)."""
+    key_hw = lo[key_grp]
+    layout_cache: dict[int, list[list[int]]] = {}
+    key_layout = []
+    for r, hw in zip((np.arange(len(key_grp)) % k).tolist(), key_hw.tolist()):
+        lay = layout_cache.get(hw)
+        if lay is None:
+            lay = layout_cache[hw] = _layouts((hw >> 32) * (hw & 0xFFFFFFFF))
+        key_layout.append(lay[r % len(lay)])
+    return key_layout
+
+
+def _chunk_ious(d_objs: list[dict], g_objs: list[dict], bd: list[int], bg: list[int],
+                n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """One crowd-mode `pycocotools.mask.iou` call per chunk of keys: the flat values and each chunk's offset."""
+    flat, offset = [], np.zeros(n_chunks, dtype=np.int64)
+    total = 0
+    for c in range(n_chunks):
+        a, b, e, f = bd[c], bd[c + 1], bg[c], bg[c + 1]
+        if a == b or e == f:
+            continue
+        o = mask_utils.iou(d_objs[a:b], g_objs[e:f], [1] * (f - e))  # crowd: |d∩g| / |d|
+        flat.append(np.asarray(o).ravel())
+        offset[c] = total
+        total += (b - a) * (f - e)
+    return np.concatenate(flat), offset
+
+
+def _unions(e: _Entries, inter: np.ndarray, gt_masks: MaskStore, dt_masks: MaskStore) -> np.ndarray:
+    """|d| and |g| summed over the frames zip() walks, minus the intersection, for every pair."""
+    pair_grp = np.repeat(np.arange(len(e.n_d)), e.n_pairs)
+    local = np.arange(len(inter)) - e.block0[pair_grp]
+    d_first = np.concatenate([[0], np.cumsum(e.n_d)[:-1]])
+    g_first = np.concatenate([[0], np.cumsum(e.n_g)[:-1]])
+    pd_tr = d_first[pair_grp] + local // e.n_g[pair_grp]
+    pg_tr = g_first[pair_grp] + local % e.n_g[pair_grp]
+    n = np.minimum(e.d_len[pd_tr], e.g_len[pg_tr])
+    sum_d = _area_before(e.ed_track, e.ed_t, dt_masks.area[e.ed_m], pd_tr, n)
+    sum_g = _area_before(e.eg_track, e.eg_t, gt_masks.area[e.eg_m], pg_tr, n)
+    return sum_d + sum_g - inter
 
 
 def _area_before(e_track: np.ndarray, e_t: np.ndarray, e_area: np.ndarray, track: np.ndarray,
