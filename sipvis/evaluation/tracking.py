@@ -1,0 +1,414 @@
+"""Identity metrics equal to the official TrackEval: HOTA, CLEAR MOT (MOTA/MOTSA), Identity (IDF1) and Count.
+
+The input of every metric is one sequence of one class after preprocessing (`SequenceClass`):
+per frame the GT and tracker ids present (relabelled 0..G-1 / 0..K-1) and their (G_t, K_t) mask
+IoU matrix. Rows and columns keep the input order (file order, line order) because the two
+tie-sensitive oracle cases depend on how `scipy.optimize.linear_sum_assignment` breaks ties on
+exactly that layout. The rules (one HOTA matching for all 19 alphas, the CLEAR continuity bonus
+and frame skipping, the empty-sequence early returns, how sequences and classes combine) are those
+of ``../shared/reference/trackeval/README.md``, checked field by field by tests/test_tracking_metrics.py.
+
+    res = evaluate_tracking({"seq": {"car": SequenceClass.from_frames(...)}}, ["car"])
+    res["combined"]["car"]["HOTA"]["mean_over_alphas"]["HOTA"]
+
+File readers live in `sipvis.evaluation.mots` (KITTI-MOTS, MOTSChallenge) and
+`sipvis.evaluation.tracking_ytvis` (YouTube-VIS JSON); `evaluate_tracking_files` dispatches to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from sipvis.errors import SipvisError
+
+METRICS = ("hota", "clear", "identity")
+FORMATS = ("youtube-vis", "kitti-mots", "mots-challenge")
+ALPHAS = np.arange(0.05, 0.99, 0.05)  # TrackEval's 19 thresholds, nine of them a hair above k/20
+EPS = np.finfo(float).eps
+THRESHOLD = 0.5  # CLEAR and Identity match at IoU >= 0.5
+
+HOTA_INT = ("HOTA_TP", "HOTA_FN", "HOTA_FP")
+HOTA_FLOAT = ("HOTA", "DetA", "AssA", "DetRe", "DetPr", "AssRe", "AssPr", "LocA", "OWTA")
+HOTA_SCALARS = ("HOTA(0)", "LocA(0)", "HOTALocA(0)")
+CLEAR_INT = ("CLR_TP", "CLR_FN", "CLR_FP", "IDSW", "MT", "PT", "ML", "Frag", "CLR_Frames")
+CLEAR_FLOAT = ("MOTA", "MOTP", "MODA", "CLR_Re", "CLR_Pr", "MTR", "PTR", "MLR", "sMOTA", "CLR_F1",
+               "FP_per_frame", "MOTAL", "MOTP_sum")
+ID_INT = ("IDTP", "IDFN", "IDFP")
+ID_FLOAT = ("IDF1", "IDR", "IDP")
+COUNT_INT = ("Dets", "GT_Dets", "IDs", "GT_IDs")
+
+
+@dataclass
+class SequenceClass:
+    """One sequence of one class, ready for the metrics.
+
+    Attributes:
+        num_frames: sequence length (empty frames included).
+        gt_ids, tk_ids: per frame, (G_t,) / (K_t,) int64 ids relabelled to 0..G-1 / 0..K-1.
+        sims: per frame, (G_t, K_t) float64 mask IoU; rows and columns in input order.
+        num_gt_ids, num_tk_ids: G and K.
+    """
+
+    num_frames: int
+    gt_ids: list[np.ndarray]
+    tk_ids: list[np.ndarray]
+    sims: list[np.ndarray]
+    num_gt_ids: int
+    num_tk_ids: int
+
+    @classmethod
+    def from_frames(cls, gt_ids: Sequence[np.ndarray], tk_ids: Sequence[np.ndarray],
+                    sims: Sequence[np.ndarray]) -> "SequenceClass":
+        """Relabel raw per-frame ids (any ints) to 0..G-1 / 0..K-1 in ascending order of the raw id."""
+        g, num_g = _relabel(gt_ids)
+        k, num_k = _relabel(tk_ids)
+        return cls(len(sims), g, k, [np.asarray(s, np.float64) for s in sims], num_g, num_k)
+
+    @classmethod
+    def empty(cls, num_frames: int) -> "SequenceClass":
+        """A sequence without any mask of the class (its frames need no lists: every metric returns early)."""
+        return cls(num_frames, [], [], [], 0, 0)
+
+    @property
+    def num_gt_dets(self) -> int:
+        return sum(len(g) for g in self.gt_ids)
+
+    @property
+    def num_tk_dets(self) -> int:
+        return sum(len(k) for k in self.tk_ids)
+
+
+def _relabel(ids: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    arrays = [np.asarray(i, np.int64) for i in ids]
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+    uniq, inverse = np.unique(flat, return_inverse=True)
+    return np.split(inverse.astype(np.int64), np.cumsum([len(a) for a in arrays])[:-1]), len(uniq)
+
+
+def _assign(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maximising assignment (scipy on the negated matrix, as TrackEval; 1x1 needs no solver)."""
+    if score.shape == (1, 1):
+        return np.zeros(1, np.int64), np.zeros(1, np.int64)
+    return linear_sum_assignment(-score)
+
+
+# ---------------------------------------------------------------------------------------- HOTA
+
+
+def hota_sequence(d: SequenceClass) -> dict:
+    """HOTA of one sequence and class: integer arrays (19,) and float arrays (19,), TrackEval fields."""
+    n = len(ALPHAS)
+    res = {f: np.zeros(n, np.int64) for f in HOTA_INT}
+    res.update({f: np.zeros(n) for f in ("AssA", "AssRe", "AssPr")})
+    n_gt, n_tk = d.num_gt_dets, d.num_tk_dets
+    if n_tk == 0 or n_gt == 0:  # early return: LocA is 1, everything else 0
+        res["HOTA_FN" if n_tk == 0 else "HOTA_FP"][:] = n_gt if n_tk == 0 else n_tk
+        res["LocA"] = np.ones(n)
+        out = _hota_final(res)
+        out.update({f: np.zeros(n) for f in ("DetRe", "DetPr", "DetA", "HOTA", "OWTA")})
+        out.update({"HOTA(0)": 0.0, "LocA(0)": 1.0, "HOTALocA(0)": 0.0})
+        return out
+    G, K = d.num_gt_ids, d.num_tk_ids
+    potential = np.zeros((G, K))
+    gt_count = np.zeros((G, 1))
+    tk_count = np.zeros((1, K))
+    for g, k, s in zip(d.gt_ids, d.tk_ids, d.sims):
+        gt_count[g, 0] += 1
+        tk_count[0, k] += 1
+        if s.size:
+            # per-frame normalised similarity: a lone pair gets 1 whatever its (non-zero) IoU
+            denom = s.sum(0)[None, :] + s.sum(1)[:, None] - s
+            norm = np.zeros_like(s)
+            ok = denom > EPS
+            norm[ok] = s[ok] / denom[ok]
+            potential[g[:, None], k[None, :]] += norm
+    alignment = potential / (gt_count + tk_count - potential)
+
+    # one matching per frame for all alphas, then thresholded per alpha
+    pair_g, pair_k, pair_s = [], [], []
+    for g, k, s in zip(d.gt_ids, d.tk_ids, d.sims):
+        if not s.size:
+            continue
+        rows, cols = _assign(alignment[g[:, None], k[None, :]] * s)
+        pair_g.append(g[rows])
+        pair_k.append(k[cols])
+        pair_s.append(s[rows, cols])
+    pg, pk, ps = (np.concatenate(x) for x in (pair_g, pair_k, pair_s)) if pair_g else \
+        (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    hit = ps[None, :] >= ALPHAS[:, None] - EPS  # (19, P)
+    tp = hit.sum(1)
+    res["HOTA_TP"] = tp.astype(np.int64)
+    res["HOTA_FN"] = (n_gt - tp).astype(np.int64)
+    res["HOTA_FP"] = (n_tk - tp).astype(np.int64)
+    loc = (hit * ps[None, :]).sum(1)
+    a_idx, p_idx = np.nonzero(hit)
+    matches = np.bincount(a_idx * G * K + pg[p_idx] * K + pk[p_idx], minlength=n * G * K)
+    matches = matches.reshape(n, G, K).astype(np.float64)
+    weight = np.maximum(1, tp)
+    res["AssA"] = (matches * matches / np.maximum(1, gt_count + tk_count - matches)).sum((1, 2)) / weight
+    res["AssRe"] = (matches * matches / np.maximum(1, gt_count)).sum((1, 2)) / weight
+    res["AssPr"] = (matches * matches / np.maximum(1, tk_count)).sum((1, 2)) / weight
+    res["LocA"] = np.maximum(1e-10, loc) / np.maximum(1e-10, tp)
+    return _hota_final(res)
+
+
+def _hota_final(res: dict) -> dict:
+    tp, fn, fp = res["HOTA_TP"], res["HOTA_FN"], res["HOTA_FP"]
+    res["DetRe"] = tp / np.maximum(1, tp + fn)
+    res["DetPr"] = tp / np.maximum(1, tp + fp)
+    res["DetA"] = tp / np.maximum(1, tp + fn + fp)
+    res["HOTA"] = np.sqrt(res["DetA"] * res["AssA"])
+    res["OWTA"] = np.sqrt(res["DetRe"] * res["AssA"])
+    res["HOTA(0)"] = float(res["HOTA"][0])
+    res["LocA(0)"] = float(res["LocA"][0])
+    res["HOTALocA(0)"] = res["HOTA(0)"] * res["LocA(0)"]
+    return res
+
+
+def _hota_combine(parts: list[dict]) -> dict:
+    """Sums and TP-weighted means (over sequences, or over classes detection-averaged)."""
+    res = {f: sum((p[f] for p in parts), np.zeros(len(ALPHAS), np.int64)) for f in HOTA_INT}
+    weight = np.maximum(1, res["HOTA_TP"])
+    for f in ("AssRe", "AssPr", "AssA"):
+        res[f] = sum((p[f] * p["HOTA_TP"] for p in parts), np.zeros(len(ALPHAS))) / weight
+    loc = sum((p["LocA"] * p["HOTA_TP"] for p in parts), np.zeros(len(ALPHAS)))
+    res["LocA"] = np.maximum(1e-10, loc) / np.maximum(1e-10, res["HOTA_TP"])
+    return _hota_final(res)
+
+
+# --------------------------------------------------------------------------------------- CLEAR
+
+
+def clear_sequence(d: SequenceClass) -> dict:
+    """CLEAR MOT of one sequence and class (on masks: MOTSA, MOTSP, sMOTSA), TrackEval fields."""
+    res: dict = {f: 0 for f in CLEAR_INT}
+    res.update({f: 0.0 for f in CLEAR_FLOAT})
+    n_gt, n_tk = d.num_gt_dets, d.num_tk_dets
+    if n_tk == 0:  # early returns: every other field stays 0, CLR_Frames included
+        res.update(CLR_FN=n_gt, ML=d.num_gt_ids, MLR=1.0)
+        return res
+    if n_gt == 0:
+        res.update(CLR_FP=n_tk, MLR=1.0)
+        return res
+    G = d.num_gt_ids
+    seen = np.zeros(G, np.int64)
+    hits = np.zeros(G, np.int64)
+    frags = np.zeros(G, np.int64)
+    last = np.full(G, -1, np.int64)  # tracker last matched, any number of frames back
+    prev = np.full(G, -1, np.int64)  # tracker matched in the last processed frame
+    tp = fn = fp = idsw = 0
+    motp = 0.0
+    for g, k, s in zip(d.gt_ids, d.tk_ids, d.sims):
+        if not len(g):  # skipped: the previous-frame memory is untouched
+            fp += len(k)
+            continue
+        seen[g] += 1
+        if not len(k):
+            fn += len(g)
+            continue
+        score = 1000.0 * (k[None, :] == prev[g][:, None]) + s
+        score[s < THRESHOLD - EPS] = 0
+        rows, cols = _assign(score)
+        ok = score[rows, cols] > EPS
+        rows, cols = rows[ok], cols[ok]
+        mg, mk = g[rows], k[cols]
+        idsw += int(np.count_nonzero((last[mg] >= 0) & (last[mg] != mk)))
+        hits[mg] += 1
+        frags[mg] += prev[mg] < 0
+        last[mg] = mk
+        prev[:] = -1
+        prev[mg] = mk
+        tp += len(mg)
+        fn += len(g) - len(mg)
+        fp += len(k) - len(mg)
+        if len(mg):
+            motp += float(np.sum(s[rows, cols]))
+    ratio = hits / np.maximum(1, seen)
+    mt = int(np.count_nonzero(ratio > 0.8))
+    pt = int(np.count_nonzero(ratio >= 0.2)) - mt
+    res.update(CLR_TP=tp, CLR_FN=fn, CLR_FP=fp, IDSW=idsw, MT=mt, PT=pt, ML=G - mt - pt,
+               Frag=int(np.maximum(0, frags - 1).sum()), CLR_Frames=d.num_frames, MOTP_sum=motp)
+    return _clear_final(res)
+
+
+def _clear_final(res: dict) -> dict:
+    tp, fn, fp, idsw = res["CLR_TP"], res["CLR_FN"], res["CLR_FP"], res["IDSW"]
+    ids = max(1, res["MT"] + res["PT"] + res["ML"])
+    gt = max(1, tp + fn)
+    res.update(
+        MTR=res["MT"] / ids, PTR=res["PT"] / ids, MLR=res["ML"] / ids,
+        CLR_Re=tp / gt, CLR_Pr=tp / max(1, tp + fp), MODA=(tp - fp) / gt, MOTA=(tp - fp - idsw) / gt,
+        MOTP=res["MOTP_sum"] / max(1, tp), sMOTA=(res["MOTP_sum"] - fp - idsw) / gt,
+        CLR_F1=tp / max(1.0, tp + 0.5 * fn + 0.5 * fp), FP_per_frame=fp / max(1, res["CLR_Frames"]),
+        MOTAL=(tp - fp - (float(np.log10(idsw)) if idsw > 0 else 0)) / gt,
+    )
+    return res
+
+
+def _clear_combine(parts: list[dict]) -> dict:
+    res = {f: sum(p[f] for p in parts) for f in CLEAR_INT}
+    res["MOTP_sum"] = sum(p["MOTP_sum"] for p in parts)
+    return _clear_final(res)
+
+
+# ------------------------------------------------------------------------------------ Identity
+
+
+def identity_sequence(d: SequenceClass) -> dict:
+    """IDF1/IDR/IDP of one sequence and class: the id pairing that minimises unmatched masks."""
+    res: dict = {f: 0 for f in ID_INT}
+    res.update({f: 0.0 for f in ID_FLOAT})
+    n_gt, n_tk = d.num_gt_dets, d.num_tk_dets
+    if n_tk == 0 or n_gt == 0:
+        res["IDFN"], res["IDFP"] = (n_gt, 0) if n_tk == 0 else (0, n_tk)
+        return res
+    G, K = d.num_gt_ids, d.num_tk_ids
+    gt_all = np.concatenate(d.gt_ids)
+    tk_all = np.concatenate(d.tk_ids)
+    gt_count = np.bincount(gt_all, minlength=G).astype(np.float64)
+    tk_count = np.bincount(tk_all, minlength=K).astype(np.float64)
+    flat = [(g[r] * K + k[c]) for g, k, s in zip(d.gt_ids, d.tk_ids, d.sims) if s.size
+            for r, c in [np.nonzero(s >= THRESHOLD)]]
+    both = np.bincount(np.concatenate(flat), minlength=G * K).reshape(G, K).astype(np.float64) if flat \
+        else np.zeros((G, K))
+    # TrackEval's (G+K) x (G+K) layout: dummy columns/rows leave an id unpaired at its full count
+    fn_mat = np.zeros((G + K, G + K))
+    fp_mat = np.zeros((G + K, G + K))
+    fp_mat[G:, :K] = 1e10
+    fn_mat[:G, K:] = 1e10
+    fn_mat[:G, :K] = gt_count[:, None] - both
+    fn_mat[np.arange(G), K + np.arange(G)] = gt_count
+    fp_mat[:G, :K] = tk_count[None, :] - both
+    fp_mat[G + np.arange(K), np.arange(K)] = tk_count
+    rows, cols = linear_sum_assignment(fn_mat + fp_mat)
+    res["IDFN"] = int(fn_mat[rows, cols].sum())
+    res["IDFP"] = int(fp_mat[rows, cols].sum())
+    res["IDTP"] = int(gt_count.sum()) - res["IDFN"]
+    return _identity_final(res)
+
+
+def _identity_final(res: dict) -> dict:
+    tp, fn, fp = res["IDTP"], res["IDFN"], res["IDFP"]
+    res.update(IDR=tp / max(1, tp + fn), IDP=tp / max(1, tp + fp), IDF1=tp / max(1.0, tp + 0.5 * fp + 0.5 * fn))
+    return res
+
+
+def _identity_combine(parts: list[dict]) -> dict:
+    return _identity_final({f: sum(p[f] for p in parts) for f in ID_INT})
+
+
+def count_sequence(d: SequenceClass) -> dict:
+    return {"Dets": d.num_tk_dets, "GT_Dets": d.num_gt_dets, "IDs": d.num_tk_ids, "GT_IDs": d.num_gt_ids}
+
+
+def _count_combine(parts: list[dict]) -> dict:
+    return {f: sum(p[f] for p in parts) for f in COUNT_INT}
+
+
+# ------------------------------------------------------------------------------------ combining
+
+_SEQUENCE = {"hota": ("HOTA", hota_sequence), "clear": ("CLEAR", clear_sequence),
+             "identity": ("Identity", identity_sequence)}
+_COMBINE = {"HOTA": _hota_combine, "CLEAR": _clear_combine, "Identity": _identity_combine, "Count": _count_combine}
+_CLASS_AVERAGED = {"HOTA": (HOTA_INT, HOTA_FLOAT + HOTA_SCALARS), "CLEAR": (CLEAR_INT, CLEAR_FLOAT),
+                   "Identity": (ID_INT, ID_FLOAT), "Count": (COUNT_INT, ())}
+
+
+def _class_averaged(parts: list[dict], metric: str) -> dict:
+    """Integer fields summed, every float field the plain mean over all classes (nothing recomputed)."""
+    ints, floats = _CLASS_AVERAGED[metric]
+    res = {f: sum(p[f] for p in parts) for f in ints}
+    for f in floats:
+        res[f] = np.mean([p[f] for p in parts], axis=0) if parts else 0.0
+    return res
+
+
+def check_metrics(metrics: Iterable[str]) -> tuple[str, ...]:
+    """The requested tracking metrics in canonical order; SipvisError names an unknown one."""
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise SipvisError(f"unknown tracking metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
+    return tuple(m for m in METRICS if m in metrics)
+
+
+def evaluate_tracking(
+    sequences: dict[str, dict[str, SequenceClass]],
+    classes: Sequence[str],
+    metrics: Iterable[str] = METRICS,
+    combine_classes: bool = False,
+    keep_sequence: Callable[[SequenceClass], bool] | None = None,
+) -> dict:
+    """Score every sequence and class, combine over sequences (and over classes if asked).
+
+    Args:
+        sequences: sequence name -> class name -> data; sequences are reported in sorted order.
+        classes: the evaluated classes, in report order (each must be a key of every sequence).
+        metrics: any of "hota", "clear", "identity"; Count is always included.
+        combine_classes: add `class_combined` (YouTube-VIS: class- and detection-averaged).
+        keep_sequence: (SequenceClass) -> bool, which per-sequence entries to report (default all).
+
+    Returns:
+        ``{"metrics", "classes", "sequences", "combined", "per_sequence"[, "class_combined"]}`` with
+        the nesting and field names of the oracle cases' expected.json.
+    """
+    chosen = check_metrics(metrics)
+    names = sorted(sequences)
+    raw: dict[str, dict[str, dict]] = {s: {} for s in names}
+    empty = None  # every all-empty sequence has the same (early-return) result, never mutated
+    for s in names:
+        for c in classes:
+            d = sequences[s][c]
+            if d.num_gt_dets == 0 and d.num_tk_dets == 0 and empty is not None:
+                raw[s][c] = empty
+                continue
+            raw[s][c] = {label: fn(d) for m, (label, fn) in _SEQUENCE.items() if m in chosen}
+            raw[s][c]["Count"] = count_sequence(d)
+            if d.num_gt_dets == 0 and d.num_tk_dets == 0:
+                empty = raw[s][c]
+    labels = [label for m, (label, _) in _SEQUENCE.items() if m in chosen] + ["Count"]
+    combined = {c: {m: _COMBINE[m]([raw[s][c][m] for s in names]) for m in labels} for c in classes}
+    out: dict = {
+        "metrics": list(chosen), "classes": list(classes), "sequences": names,
+        "combined": {c: _report(combined[c], per_sequence=False) for c in classes},
+    }
+    if combine_classes:
+        parts = {m: [combined[c][m] for c in classes] for m in labels}
+        out["class_combined"] = {
+            "cls_comb_cls_av": _report({m: _class_averaged(parts[m], m) for m in labels}, False),
+            "cls_comb_det_av": _report({m: _COMBINE[m](parts[m]) for m in labels}, False),
+        }
+    out["per_sequence"] = {
+        s: {c: _report(raw[s][c], per_sequence=True) for c in classes
+            if keep_sequence is None or keep_sequence(sequences[s][c])}
+        for s in names
+    }
+    return out
+
+
+def _report(res: dict, per_sequence: bool) -> dict:
+    """JSON-ready nesting of expected.json: HOTA mean_over_alphas / scalars / per_alpha, flat others."""
+    out: dict = {}
+    if "HOTA" in res:
+        h = res["HOTA"]
+        arrays = HOTA_INT if per_sequence else HOTA_FLOAT + HOTA_INT
+        out["HOTA"] = {
+            "mean_over_alphas": {f: float(np.mean(h[f])) for f in HOTA_FLOAT},
+            "scalars": {f: float(h[f]) for f in HOTA_SCALARS},
+            "per_alpha": {f: [int(v) for v in h[f]] if f in HOTA_INT else [float(v) for v in h[f]]
+                          for f in arrays},
+        }
+    if "CLEAR" in res:
+        c = res["CLEAR"]
+        out["CLEAR"] = {**{f: float(c[f]) for f in CLEAR_FLOAT if f != "MOTP_sum"},
+                        "MOTP_sum": float(c["MOTP_sum"]), **{f: int(c[f]) for f in CLEAR_INT}}
+    if "Identity" in res:
+        i = res["Identity"]
+        out["Identity"] = {**{f: float(i[f]) for f in ID_FLOAT}, **{f: int(i[f]) for f in ID_INT}}
+    out["Count"] = {f: int(res["Count"][f]) for f in COUNT_INT}
+    return out

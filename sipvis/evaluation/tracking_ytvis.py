@@ -1,0 +1,133 @@
+"""YouTube-VIS JSON -> per-sequence, per-class `SequenceClass` data for the TrackEval metrics.
+
+The files are parsed by `sipvis.evaluation.schema` (`_parse` is the one place that calls it).
+Sequences, classes, ids and row/column order follow TrackEval's ``YouTubeVIS`` dataset class:
+
+- one sequence per GT video, named by the part of ``file_names[0]`` before the first ``/`` and as
+  long as ``file_names`` (``length`` when there are no file names); every GT video counts;
+- every GT category is a class, under its name, in file order; results of other categories and
+  of unknown videos are dropped silently; ``score``, ``iscrowd`` and ``areas`` play no part;
+- GT ids are annotation ids, tracker ids the results' file order; a frame's rows are the GT masks
+  in annotation-file order, its columns the results in file order; frames past the video are cut.
+
+Where TrackEval refuses input, sipvis accepts it (same numbers as if the input had been given in
+the accepted form): GT as compressed RLE or polygons, results as uncompressed RLE, result lists
+shorter than the video (the missing frames are absent). Masks whose size differs from the GT's
+raise `SipvisError` (TrackEval fails an assertion), as do two videos with the same sequence name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from sipvis.errors import SipvisError
+from sipvis.evaluation.schema import GroundTruth, Results, Track, load_json, parse_gt, parse_results
+from sipvis.evaluation.tracking import SequenceClass
+
+
+def _parse(gt: str | Path | dict, results: str | Path | list) -> tuple[dict, GroundTruth, Results]:
+    """Raw GT JSON (for the video file names), parsed GT and parsed results (unknown videos dropped)."""
+    raw = load_json(gt, "ground-truth")
+    parsed = parse_gt(raw)
+    res = parse_results(parsed, results, unknown_videos="drop")
+    if res.errors:
+        more = f" (and {len(res.errors) - 1} more problem(s))" if len(res.errors) > 1 else ""
+        raise SipvisError(res.errors[0].message + more)
+    return raw, parsed, res
+
+
+def _sequence_names(raw: dict, gt: GroundTruth) -> dict[int, tuple[str, int]]:
+    """video id -> (sequence name, length), as TrackEval names and sizes its sequences."""
+    out: dict[int, tuple[str, int]] = {}
+    seen: dict[str, int] = {}
+    for v in raw["videos"]:
+        files = v.get("file_names")
+        if isinstance(files, list) and files:
+            name, length = str(files[0]).split("/")[0], len(files)
+        else:
+            name, length = str(v["id"]), gt.videos[v["id"]].length or 0
+        if name in seen:
+            raise SipvisError(f"ground truth: videos {seen[name]} and {v['id']} have the same sequence name "
+                              f"{name!r} (the folder of file_names[0]); tracking metrics need distinct names")
+        seen[name] = v["id"]
+        out[v["id"]] = (name, length)
+    return out
+
+
+def _frame_rows(tracks: list[Track], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, track position, mask index) of every present mask before `length`, sorted by frame
+    with the tracks' order kept inside a frame."""
+    if not tracks:
+        z = np.zeros(0, np.int64)
+        return z, z, z
+    frames = np.concatenate([t.frames for t in tracks])
+    owner = np.repeat(np.arange(len(tracks)), [len(t.frames) for t in tracks])
+    masks = np.concatenate([t.mask_idx for t in tracks])
+    keep = frames < length
+    frames, owner, masks = frames[keep], owner[keep], masks[keep]
+    order = np.argsort(frames, kind="stable")
+    return frames[order], owner[order], masks[order]
+
+
+def _video(name: str, length: int, gts: list[Track], tks: list[Track], gt_masks, tk_masks,
+           cat_ids: list[int]) -> dict[int, SequenceClass]:
+    """category id -> SequenceClass for one video: one pycocotools IoU call per frame."""
+    gf, go, gm = _frame_rows(gts, length)
+    tf, to, tm = _frame_rows(tks, length)
+    g_cat = np.array([t.category_id for t in gts], np.int64)
+    g_id = np.array([t.ann_id for t in gts], np.int64)
+    k_cat = np.array([t.category_id for t in tks], np.int64)
+    g_bounds = np.searchsorted(gf, np.arange(length + 1))
+    k_bounds = np.searchsorted(tf, np.arange(length + 1))
+    present = set(g_cat[go].tolist()) | set(k_cat[to].tolist())
+    per_cat = {c: ([], [], []) for c in present}
+    for t in range(length):
+        gs, ks = slice(g_bounds[t], g_bounds[t + 1]), slice(k_bounds[t], k_bounds[t + 1])
+        rows, cols = go[gs], to[ks]
+        if len(rows) and len(cols):
+            ious = np.asarray(mask_utils.iou([gt_masks.rles[i] for i in gm[gs]], [tk_masks.rles[i] for i in tm[ks]],
+                                             [0] * len(cols)), np.float64).reshape(len(rows), len(cols))
+            if (ious < 0).any():
+                r, c = np.argwhere(ious < 0)[0]
+                raise SipvisError(f"results[{tks[cols[c]].ann_id - 1}].segmentations[{t}] has RLE size "
+                                  f"{tk_masks.rles[tm[ks][c]]['size']} but the ground-truth mask of annotation "
+                                  f"{gts[rows[r]].ann_id} is {gt_masks.rles[gm[gs][r]]['size']}")
+        else:
+            ious = np.zeros((len(rows), len(cols)))
+        rc, cc = g_cat[rows], k_cat[cols]
+        for c, (gi, ki, si) in per_cat.items():
+            rsel, csel = rc == c, cc == c
+            gi.append(g_id[rows[rsel]])
+            ki.append(cols[csel])  # tracker id = position in the results file (ascending = file order)
+            si.append(ious[np.ix_(rsel, csel)])
+    out = {c: SequenceClass.from_frames(*per_cat[c]) if c in per_cat else SequenceClass.empty(length)
+           for c in cat_ids}
+    for c in per_cat:
+        out[c].num_frames = length
+    return out
+
+
+def load_youtube_vis(gt: str | Path | dict, results: str | Path | list) -> tuple[dict, list[str]]:
+    """Read a YouTube-VIS GT and results file for the tracking metrics.
+
+    Returns:
+        (sequences, classes): sequence name -> class name -> SequenceClass, and the GT category
+        names in file order. Raises SipvisError for unreadable or invalid input.
+    """
+    raw, parsed, res = _parse(gt, results)
+    names = _sequence_names(raw, parsed)
+    cat_ids = list(parsed.categories)  # file order (dict insertion order)
+    by_video_gt: dict[int, list[Track]] = {v: [] for v in names}
+    by_video_tk: dict[int, list[Track]] = {v: [] for v in names}
+    for t in parsed.tracks:
+        by_video_gt[t.video_id].append(t)
+    for t in res.tracks:
+        by_video_tk[t.video_id].append(t)
+    sequences: dict[str, dict[str, SequenceClass]] = {}
+    for vid, (name, length) in names.items():
+        per_cat = _video(name, length, by_video_gt[vid], by_video_tk[vid], parsed.masks, res.masks, cat_ids)
+        sequences[name] = {parsed.categories[c]: per_cat[c] for c in cat_ids}
+    return sequences, [parsed.categories[c] for c in cat_ids]
