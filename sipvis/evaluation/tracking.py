@@ -412,3 +412,40 @@ def _report(res: dict, per_sequence: bool) -> dict:
         out["Identity"] = {**{f: float(i[f]) for f in ID_FLOAT}, **{f: int(i[f]) for f in ID_INT}}
     out["Count"] = {f: int(res["Count"][f]) for f in COUNT_INT}
     return out
+
+
+# ------------------------------------------------------------------------------------- files, table
+
+
+def evaluate_tracking_files(
+    fmt: str,
+    gt: str | Path | dict,
+    results: str | Path | list,
+    split: str | None = None,
+    metrics: Iterable[str] = METRICS,
+) -> dict:
+    """HOTA / CLEAR / Identity of results files against GT, exactly as TrackEval computes them.
+
+    Args:
+        fmt: "youtube-vis" (`gt`, `results`: JSON files or parsed objects), "kitti-mots" or
+            "mots-challenge" (`gt`: the GT folder, `results`: a folder of tracker ``<seq>.txt``).
+        split: MOTS split (default "val" for KITTI-MOTS, "train" for MOTSChallenge); unused for YouTube-VIS.
+        metrics: any of "hota", "clear", "identity".
+
+    Returns:
+        the `evaluate_tracking` dict (YouTube-VIS adds `class_combined`; its `per_sequence` leaves out
+        classes with neither GT nor results in a video, as the oracle cases do).
+    """
+    metrics = check_metrics(metrics)
+    if fmt == "youtube-vis":
+        from sipvis.evaluation.tracking_ytvis import load_youtube_vis
+
+        sequences, classes = load_youtube_vis(gt, results)
+        return evaluate_tracking(sequences, classes, metrics, combine_classes=True,
+                                 keep_sequence=lambda d: bool(d.num_gt_dets or d.num_tk_dets))
+    if fmt in ("kitti-mots", "mots-challenge"):
+        from sipvis.evaluation.mots import load_mots
+
+        sequences, classes = load_mots(fmt, gt, results, split)
+        return evaluate_tracking(sequences, classes, metrics)
+    raise SipvisError(f"unknown tracking format {fmt!r} (choose from {', '.join(FORMATS)})")
