@@ -423,6 +423,7 @@ def evaluate_tracking_files(
     results: str | Path | list,
     split: str | None = None,
     metrics: Iterable[str] = METRICS,
+    parsed: tuple | None = None,
 ) -> dict:
     """HOTA / CLEAR / Identity of results files against GT, exactly as TrackEval computes them.
 
@@ -431,21 +432,56 @@ def evaluate_tracking_files(
             "mots-challenge" (`gt`: the GT folder, `results`: a folder of tracker ``<seq>.txt``).
         split: MOTS split (default "val" for KITTI-MOTS, "train" for MOTSChallenge); unused for YouTube-VIS.
         metrics: any of "hota", "clear", "identity".
+        parsed: YouTube-VIS only, (GroundTruth, Results) already parsed from `gt` (the raw JSON dict,
+            still needed for the video file names) and `results`, so a caller scoring AP too parses once.
 
     Returns:
-        the `evaluate_tracking` dict (YouTube-VIS adds `class_combined`; its `per_sequence` leaves out
+        the `evaluate_tracking` dict plus ``"format": fmt`` (YouTube-VIS adds `class_combined`; its `per_sequence` leaves out
         classes with neither GT nor results in a video, as the oracle cases do).
     """
     metrics = check_metrics(metrics)
     if fmt == "youtube-vis":
         from sipvis.evaluation.tracking_ytvis import load_youtube_vis
 
-        sequences, classes = load_youtube_vis(gt, results)
-        return evaluate_tracking(sequences, classes, metrics, combine_classes=True,
-                                 keep_sequence=lambda d: bool(d.num_gt_dets or d.num_tk_dets))
+        sequences, classes = load_youtube_vis(gt, results, parsed)
+        out = evaluate_tracking(sequences, classes, metrics, combine_classes=True,
+                                keep_sequence=lambda d: bool(d.num_gt_dets or d.num_tk_dets))
+        return {"format": fmt, **out}
     if fmt in ("kitti-mots", "mots-challenge"):
         from sipvis.evaluation.mots import load_mots
 
         sequences, classes = load_mots(fmt, gt, results, split)
-        return evaluate_tracking(sequences, classes, metrics)
+        return {"format": fmt, **evaluate_tracking(sequences, classes, metrics)}
     raise SipvisError(f"unknown tracking format {fmt!r} (choose from {', '.join(FORMATS)})")
+
+
+_TABLE_COMBINED = (("cls_comb_cls_av", "all (class-averaged)"), ("cls_comb_det_av", "all (detection-averaged)"))
+
+
+def format_tracking_table(result: dict) -> list[tuple[str, ...]]:
+    """Rows of the compact terminal table: a header, then one row per class and, for YouTube-VIS,
+    the two class combinations. Columns (as asked): HOTA DetA AssA (hota), MOTA or MOTSA on MOTS
+    data, and IDSW (clear), IDF1 (identity); fractions with 3 decimals, IDSW an integer."""
+    metrics = result.get("metrics", METRICS)
+    motsa = result.get("format") in ("kitti-mots", "mots-challenge")
+    header = ["class"]
+    header += ["HOTA", "DetA", "AssA"] if "hota" in metrics else []
+    header += ["MOTSA" if motsa else "MOTA", "IDSW"] if "clear" in metrics else []
+    header += ["IDF1"] if "identity" in metrics else []
+
+    def row(label: str, r: dict) -> tuple[str, ...]:
+        cells = [label]
+        if "hota" in metrics:
+            m = r["HOTA"]["mean_over_alphas"]
+            cells += [f"{m['HOTA']:.3f}", f"{m['DetA']:.3f}", f"{m['AssA']:.3f}"]
+        if "clear" in metrics:
+            cells += [f"{r['CLEAR']['MOTA']:.3f}", str(r["CLEAR"]["IDSW"])]
+        if "identity" in metrics:
+            cells += [f"{r['Identity']['IDF1']:.3f}"]
+        return tuple(cells)
+
+    rows = [tuple(header)] + [row(c, result["combined"][c]) for c in result["classes"]]
+    for key, label in _TABLE_COMBINED:
+        if key in result.get("class_combined", {}):
+            rows.append(row(label, result["class_combined"][key]))
+    return rows

@@ -28,9 +28,15 @@ from sipvis.evaluation.schema import GroundTruth, Results, Track, load_json, par
 from sipvis.evaluation.tracking import SequenceClass
 
 
-def _parse(gt: str | Path | dict, results: str | Path | list) -> tuple[dict, GroundTruth, Results]:
+def _parse(gt: str | Path | dict, results: str | Path | list,
+           parsed_pair: tuple[GroundTruth, Results] | None) -> tuple[dict, GroundTruth, Results]:
     """Raw GT JSON (for the video file names), parsed GT and parsed results (unknown videos dropped)."""
     raw = load_json(gt, "ground-truth")
+    if parsed_pair is not None:
+        parsed, res = parsed_pair
+        if res.errors:
+            raise SipvisError(res.errors[0].message)
+        return raw, parsed, res
     parsed = parse_gt(raw)
     res = parse_results(parsed, results, unknown_videos="drop")
     if res.errors:
@@ -110,14 +116,19 @@ def _video(name: str, length: int, gts: list[Track], tks: list[Track], gt_masks,
     return out
 
 
-def load_youtube_vis(gt: str | Path | dict, results: str | Path | list) -> tuple[dict, list[str]]:
-    """Read a YouTube-VIS GT and results file for the tracking metrics.
+def load_youtube_vis(gt: str | Path | dict, results: str | Path | list,
+                     parsed: tuple[GroundTruth, Results] | None = None) -> tuple[dict, list[str]]:
+    """Read a YouTube-VIS GT and results file for the tracking metrics (`parsed`: the two already
+    parsed by `schema.parse_gt` / `parse_results` with iou_type "segm"; `gt` then still gives the
+    video file names).
 
     Returns:
         (sequences, classes): sequence name -> class name -> SequenceClass, and the GT category
         names in file order. Raises SipvisError for unreadable or invalid input.
     """
-    raw, parsed, res = _parse(gt, results)
+    raw, parsed, res = _parse(gt, results, parsed)
+    if len(set(parsed.categories.values())) < len(parsed.categories):
+        raise SipvisError("ground truth: two categories have the same name; tracking metrics report classes by name")
     names = _sequence_names(raw, parsed)
     cat_ids = list(parsed.categories)  # file order (dict insertion order)
     by_video_gt: dict[int, list[Track]] = {v: [] for v in names}
