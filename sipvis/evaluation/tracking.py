@@ -17,7 +17,7 @@ File readers live in `sipvis.evaluation.mots` (KITTI-MOTS, MOTSChallenge) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -52,6 +52,7 @@ class SequenceClass:
         gt_ids, tk_ids: per frame, (G_t,) / (K_t,) int64 ids relabelled to 0..G-1 / 0..K-1.
         sims: per frame, (G_t, K_t) float64 mask IoU; rows and columns in input order.
         num_gt_ids, num_tk_ids: G and K.
+        num_gt_dets, num_tk_dets: masks on each side (derived); both: frames with masks on both sides.
     """
 
     num_frames: int
@@ -60,27 +61,30 @@ class SequenceClass:
     sims: list[np.ndarray]
     num_gt_ids: int
     num_tk_ids: int
+    num_gt_dets: int = field(init=False)
+    num_tk_dets: int = field(init=False)
+    both: list[int] = field(init=False)
 
     @classmethod
     def from_frames(cls, gt_ids: Sequence[np.ndarray], tk_ids: Sequence[np.ndarray],
-                    sims: Sequence[np.ndarray]) -> "SequenceClass":
-        """Relabel raw per-frame ids (any ints) to 0..G-1 / 0..K-1 in ascending order of the raw id."""
+                    sims: Sequence[np.ndarray], num_frames: int | None = None) -> "SequenceClass":
+        """Relabel raw per-frame ids (any ints) to 0..G-1 / 0..K-1 in ascending order of the raw id.
+        `num_frames` defaults to the number of frames given."""
         g, num_g = _relabel(gt_ids)
         k, num_k = _relabel(tk_ids)
-        return cls(len(sims), g, k, [np.asarray(s, np.float64) for s in sims], num_g, num_k)
+        return cls(len(sims) if num_frames is None else num_frames, g, k,
+                   [np.asarray(s, np.float64) for s in sims], num_g, num_k)
 
     @classmethod
     def empty(cls, num_frames: int) -> "SequenceClass":
         """A sequence without any mask of the class (its frames need no lists: every metric returns early)."""
         return cls(num_frames, [], [], [], 0, 0)
 
-    @property
-    def num_gt_dets(self) -> int:
-        return sum(len(g) for g in self.gt_ids)
-
-    @property
-    def num_tk_dets(self) -> int:
-        return sum(len(k) for k in self.tk_ids)
+    def __post_init__(self) -> None:
+        self.num_gt_dets = sum(len(g) for g in self.gt_ids)
+        self.num_tk_dets = sum(len(k) for k in self.tk_ids)
+        # frames with masks on both sides: the only ones that need a matching
+        self.both = [t for t, s in enumerate(self.sims) if s.size]
 
 
 def _relabel(ids: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
@@ -117,23 +121,22 @@ def hota_sequence(d: SequenceClass) -> dict:
     potential = np.zeros((G, K))
     gt_count = np.zeros((G, 1))
     tk_count = np.zeros((1, K))
-    for g, k, s in zip(d.gt_ids, d.tk_ids, d.sims):
-        gt_count[g, 0] += 1
-        tk_count[0, k] += 1
-        if s.size:
-            # per-frame normalised similarity: a lone pair gets 1 whatever its (non-zero) IoU
-            denom = s.sum(0)[None, :] + s.sum(1)[:, None] - s
-            norm = np.zeros_like(s)
-            ok = denom > EPS
-            norm[ok] = s[ok] / denom[ok]
-            potential[g[:, None], k[None, :]] += norm
+    gt_count[:, 0] = np.bincount(np.concatenate(d.gt_ids), minlength=G)
+    tk_count[0, :] = np.bincount(np.concatenate(d.tk_ids), minlength=K)
+    for t in d.both:
+        g, k, s = d.gt_ids[t], d.tk_ids[t], d.sims[t]
+        if s.shape == (1, 1):  # a lone pair: S / (S + S - S) is exactly 1 (0 if S <= eps)
+            potential[g[0], k[0]] += 1.0 if s[0, 0] > EPS else 0.0
+            continue
+        # per-frame normalised similarity, TrackEval's operation order
+        denom = s.sum(0)[None, :] + s.sum(1)[:, None] - s
+        potential[g[:, None], k[None, :]] += np.divide(s, denom, out=np.zeros_like(s), where=denom > EPS)
     alignment = potential / (gt_count + tk_count - potential)
 
     # one matching per frame for all alphas, then thresholded per alpha
     pair_g, pair_k, pair_s = [], [], []
-    for g, k, s in zip(d.gt_ids, d.tk_ids, d.sims):
-        if not s.size:
-            continue
+    for t in d.both:
+        g, k, s = d.gt_ids[t], d.tk_ids[t], d.sims[t]
         rows, cols = _assign(alignment[g[:, None], k[None, :]] * s)
         pair_g.append(g[rows])
         pair_k.append(k[cols])
@@ -172,11 +175,17 @@ def _hota_final(res: dict) -> dict:
 
 def _hota_combine(parts: list[dict]) -> dict:
     """Sums and TP-weighted means (over sequences, or over classes detection-averaged)."""
-    res = {f: sum((p[f] for p in parts), np.zeros(len(ALPHAS), np.int64)) for f in HOTA_INT}
+    n = len(ALPHAS)
+
+    def stack(f: str) -> np.ndarray:  # (len(parts), 19)
+        return np.array([p[f] for p in parts]).reshape(-1, n)
+
+    res = {f: stack(f).astype(np.int64).sum(0) for f in HOTA_INT}
+    tp = stack("HOTA_TP")
     weight = np.maximum(1, res["HOTA_TP"])
     for f in ("AssRe", "AssPr", "AssA"):
-        res[f] = sum((p[f] * p["HOTA_TP"] for p in parts), np.zeros(len(ALPHAS))) / weight
-    loc = sum((p["LocA"] * p["HOTA_TP"] for p in parts), np.zeros(len(ALPHAS)))
+        res[f] = (stack(f) * tp).sum(0) / weight
+    loc = (stack("LocA") * tp).sum(0)
     res["LocA"] = np.maximum(1e-10, loc) / np.maximum(1e-10, res["HOTA_TP"])
     return _hota_final(res)
 
@@ -196,38 +205,33 @@ def clear_sequence(d: SequenceClass) -> dict:
         res.update(CLR_FP=n_tk, MLR=1.0)
         return res
     G = d.num_gt_ids
-    seen = np.zeros(G, np.int64)
+    # frames without GT or without tracker masks only add FP / FN: they leave the memory untouched
+    seen = np.bincount(np.concatenate(d.gt_ids), minlength=G)
     hits = np.zeros(G, np.int64)
     frags = np.zeros(G, np.int64)
     last = np.full(G, -1, np.int64)  # tracker last matched, any number of frames back
     prev = np.full(G, -1, np.int64)  # tracker matched in the last processed frame
-    tp = fn = fp = idsw = 0
+    tp = idsw = 0
     motp = 0.0
-    for g, k, s in zip(d.gt_ids, d.tk_ids, d.sims):
-        if not len(g):  # skipped: the previous-frame memory is untouched
-            fp += len(k)
-            continue
-        seen[g] += 1
-        if not len(k):
-            fn += len(g)
-            continue
+    for t in d.both:
+        g, k, s = d.gt_ids[t], d.tk_ids[t], d.sims[t]
         score = 1000.0 * (k[None, :] == prev[g][:, None]) + s
         score[s < THRESHOLD - EPS] = 0
         rows, cols = _assign(score)
         ok = score[rows, cols] > EPS
         rows, cols = rows[ok], cols[ok]
         mg, mk = g[rows], k[cols]
-        idsw += int(np.count_nonzero((last[mg] >= 0) & (last[mg] != mk)))
+        was = last[mg]
+        idsw += int(np.count_nonzero((was >= 0) & (was != mk)))
         hits[mg] += 1
         frags[mg] += prev[mg] < 0
         last[mg] = mk
         prev[:] = -1
         prev[mg] = mk
         tp += len(mg)
-        fn += len(g) - len(mg)
-        fp += len(k) - len(mg)
         if len(mg):
-            motp += float(np.sum(s[rows, cols]))
+            motp += float(s[rows, cols].sum())
+    fn, fp = n_gt - tp, n_tk - tp
     ratio = hits / np.maximum(1, seen)
     mt = int(np.count_nonzero(ratio > 0.8))
     pt = int(np.count_nonzero(ratio >= 0.2)) - mt
@@ -398,10 +402,9 @@ def _report(res: dict, per_sequence: bool) -> dict:
         h = res["HOTA"]
         arrays = HOTA_INT if per_sequence else HOTA_FLOAT + HOTA_INT
         out["HOTA"] = {
-            "mean_over_alphas": {f: float(np.mean(h[f])) for f in HOTA_FLOAT},
+            "mean_over_alphas": dict(zip(HOTA_FLOAT, np.mean([h[f] for f in HOTA_FLOAT], axis=1).tolist())),
             "scalars": {f: float(h[f]) for f in HOTA_SCALARS},
-            "per_alpha": {f: [int(v) for v in h[f]] if f in HOTA_INT else [float(v) for v in h[f]]
-                          for f in arrays},
+            "per_alpha": {f: np.asarray(h[f], np.int64 if f in HOTA_INT else np.float64).tolist() for f in arrays},
         }
     if "CLEAR" in res:
         c = res["CLEAR"]
@@ -440,6 +443,13 @@ def evaluate_tracking_files(
         classes with neither GT nor results in a video, as the oracle cases do).
     """
     metrics = check_metrics(metrics)
+    from sipvis.evaluation.schema import no_gc  # millions of small acyclic objects: see no_gc
+
+    with no_gc():
+        return _evaluate_files(fmt, gt, results, split, metrics, parsed)
+
+
+def _evaluate_files(fmt: str, gt, results, split: str | None, metrics: tuple[str, ...], parsed) -> dict:
     if fmt == "youtube-vis":
         from sipvis.evaluation.tracking_ytvis import load_youtube_vis
 

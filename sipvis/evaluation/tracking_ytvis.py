@@ -24,7 +24,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from sipvis.errors import SipvisError
-from sipvis.evaluation.schema import GroundTruth, Results, Track, load_json, parse_gt, parse_results
+from sipvis.evaluation.schema import GroundTruth, MaskStore, Results, Track, load_json, parse_gt, parse_results
 from sipvis.evaluation.tracking import SequenceClass
 
 
@@ -78,41 +78,41 @@ def _frame_rows(tracks: list[Track], length: int) -> tuple[np.ndarray, np.ndarra
     return frames[order], owner[order], masks[order]
 
 
-def _video(name: str, length: int, gts: list[Track], tks: list[Track], gt_masks, tk_masks,
-           cat_ids: list[int]) -> dict[int, SequenceClass]:
-    """category id -> SequenceClass for one video: one pycocotools IoU call per frame."""
+def _class_sequence(length: int, gts: list[Track], tks: list[Track], gt_masks: MaskStore,
+                    tk_masks: MaskStore) -> SequenceClass:
+    """One video and one category: a pycocotools IoU call per frame with masks on both sides.
+
+    `gts` / `tks`: the category's annotations / results in file order (the tracker ids are the
+    positions in `tks`, so ascending ids follow the file); cross-category IoUs are never needed.
+    """
     gf, go, gm = _frame_rows(gts, length)
     tf, to, tm = _frame_rows(tks, length)
-    g_cat = np.array([t.category_id for t in gts], np.int64)
-    g_id = np.array([t.ann_id for t in gts], np.int64)
-    k_cat = np.array([t.category_id for t in tks], np.int64)
-    g_bounds = np.searchsorted(gf, np.arange(length + 1))
-    k_bounds = np.searchsorted(tf, np.arange(length + 1))
-    present = set(g_cat[go].tolist()) | set(k_cat[to].tolist())
-    per_cat = {c: ([], [], []) for c in present}
+    gb = np.searchsorted(gf, np.arange(length + 1))
+    kb = np.searchsorted(tf, np.arange(length + 1))
+    gt_ids = np.split(np.array([t.ann_id for t in gts], np.int64)[go], gb[1:-1])
+    tk_ids = np.split(to, kb[1:-1])
+    g_rles, k_rles = gt_masks.rles, tk_masks.rles
+    sims = []
     for t in range(length):
-        gs, ks = slice(g_bounds[t], g_bounds[t + 1]), slice(k_bounds[t], k_bounds[t + 1])
-        rows, cols = go[gs], to[ks]
-        if len(rows) and len(cols):
-            ious = np.asarray(mask_utils.iou([gt_masks.rles[i] for i in gm[gs]], [tk_masks.rles[i] for i in tm[ks]],
-                                             [0] * len(cols)), np.float64).reshape(len(rows), len(cols))
-            if (ious < 0).any():
-                r, c = np.argwhere(ious < 0)[0]
-                raise SipvisError(f"results[{tks[cols[c]].ann_id - 1}].segmentations[{t}] has RLE size "
-                                  f"{tk_masks.rles[tm[ks][c]]['size']} but the ground-truth mask of annotation "
-                                  f"{gts[rows[r]].ann_id} is {gt_masks.rles[gm[gs][r]]['size']}")
-        else:
-            ious = np.zeros((len(rows), len(cols)))
-        rc, cc = g_cat[rows], k_cat[cols]
-        for c, (gi, ki, si) in per_cat.items():
-            rsel, csel = rc == c, cc == c
-            gi.append(g_id[rows[rsel]])
-            ki.append(cols[csel])  # tracker id = position in the results file (ascending = file order)
-            si.append(ious[np.ix_(rsel, csel)])
-    out = {c: SequenceClass.from_frames(*per_cat[c]) if c in per_cat else SequenceClass.empty(length)
-           for c in cat_ids}
-    for c in per_cat:
-        out[c].num_frames = length
+        g0, g1, k0, k1 = gb[t], gb[t + 1], kb[t], kb[t + 1]
+        if g0 == g1 or k0 == k1:
+            sims.append(np.zeros((g1 - g0, k1 - k0)))
+            continue
+        ious = np.asarray(mask_utils.iou([g_rles[i] for i in gm[g0:g1]], [k_rles[i] for i in tm[k0:k1]],
+                                         [0] * (k1 - k0)), np.float64).reshape(g1 - g0, k1 - k0)
+        if (ious < 0).any():  # pycocotools' answer for masks of different sizes whose boxes overlap
+            r, c = np.argwhere(ious < 0)[0]
+            raise SipvisError(f"results[{tks[to[k0 + c]].ann_id - 1}].segmentations[{t}] has RLE size "
+                              f"{k_rles[tm[k0 + c]]['size']} but the ground-truth mask of annotation "
+                              f"{gts[go[g0 + r]].ann_id} is {g_rles[gm[g0 + r]]['size']}")
+        sims.append(ious)
+    return SequenceClass.from_frames(gt_ids, tk_ids, sims, num_frames=length)
+
+
+def _by_category(tracks: list[Track]) -> dict[int, list[Track]]:
+    out: dict[int, list[Track]] = {}
+    for t in tracks:
+        out.setdefault(t.category_id, []).append(t)
     return out
 
 
@@ -139,6 +139,10 @@ def load_youtube_vis(gt: str | Path | dict, results: str | Path | list,
         by_video_tk[t.video_id].append(t)
     sequences: dict[str, dict[str, SequenceClass]] = {}
     for vid, (name, length) in names.items():
-        per_cat = _video(name, length, by_video_gt[vid], by_video_tk[vid], parsed.masks, res.masks, cat_ids)
-        sequences[name] = {parsed.categories[c]: per_cat[c] for c in cat_ids}
+        gts, tks = _by_category(by_video_gt[vid]), _by_category(by_video_tk[vid])
+        sequences[name] = {
+            parsed.categories[c]: _class_sequence(length, gts.get(c, []), tks.get(c, []), parsed.masks, res.masks)
+            if c in gts or c in tks else SequenceClass.empty(length)
+            for c in cat_ids
+        }
     return sequences, [parsed.categories[c] for c in cat_ids]
