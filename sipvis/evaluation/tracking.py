@@ -85,20 +85,88 @@ class SequenceClass:
         self.num_tk_dets = sum(len(k) for k in self.tk_ids)
         # frames with masks on both sides: the only ones that need a matching
         self.both = [t for t, s in enumerate(self.sims) if s.size]
+        self._pairs: _Pairs | None = None
+
+    @property
+    def pairs(self) -> "_Pairs":
+        """The flattened pairs of the frames in `both` (built once)."""
+        if self._pairs is None:
+            self._pairs = _Pairs.of(self)
+        return self._pairs
+
+
+@dataclass
+class _Pairs:
+    """Every (GT mask, tracker mask) pair of the frames with masks on both sides, flattened row-major
+    frame after frame (frame p of `SequenceClass.both`), so the metrics can work on all frames at once.
+
+    Attributes:
+        s, g, k: (P,) IoU, GT id and tracker id of each pair.
+        frame: (P,) position p of the pair's frame; offset: (F+1,) where each frame's pairs start.
+        row, col: (P,) row / column of the pair counted over all frames (indices into rowsum / colsum).
+        row_start: (R,) first pair of each row; shape: (F, 2) G_t, K_t per frame.
+    """
+
+    s: np.ndarray
+    g: np.ndarray
+    k: np.ndarray
+    frame: np.ndarray
+    offset: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    row_start: np.ndarray
+    shape: np.ndarray
+
+    @classmethod
+    def of(cls, d: "SequenceClass") -> "_Pairs":
+        shape = np.array([d.sims[t].shape for t in d.both], np.int64).reshape(-1, 2)
+        sizes = shape[:, 0] * shape[:, 1]
+        offset = _starts(sizes)
+        frame = np.repeat(np.arange(len(d.both)), sizes)
+        local = np.arange(offset[-1]) - offset[frame]
+        n_cols = shape[frame, 1]
+        g_off = _starts(shape[:, 0])
+        k_off = _starts(shape[:, 1])
+        row = g_off[frame] + local // np.maximum(1, n_cols)
+        col = k_off[frame] + local % np.maximum(1, n_cols)
+        rows_frame = np.repeat(np.arange(len(d.both)), shape[:, 0])
+        row_start = offset[rows_frame] + (np.arange(g_off[-1]) - g_off[rows_frame]) * shape[rows_frame, 1]
+        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64))
+        g = cat([d.gt_ids[t] for t in d.both])[row]
+        k = cat([d.tk_ids[t] for t in d.both])[col]
+        sims = np.concatenate([d.sims[t].ravel() for t in d.both]) if d.both else np.zeros(0)
+        return cls(sims, g, k, frame, offset, row, col, row_start, shape)
+
+    def simple(self, positive: np.ndarray) -> np.ndarray:
+        """(F,) bool: frames whose `positive` pairs share no row and no column. There, every optimal
+        assignment takes exactly those pairs (and zero pairs), whatever the solver's tie-breaking."""
+        rows = np.bincount(self.row[positive], minlength=len(self.row_start))
+        cols = np.bincount(self.col[positive], minlength=int(self.col.max(initial=-1)) + 1)
+        clash = positive & ((rows[self.row] > 1) | (cols[self.col] > 1))
+        return np.bincount(self.frame[clash], minlength=len(self.shape)) == 0
+
+    def block(self, p: int, values: np.ndarray) -> np.ndarray:
+        """(G_t, K_t) view of `values` (one per pair) for frame p."""
+        return values[self.offset[p]:self.offset[p + 1]].reshape(self.shape[p])
+
+
+def _starts(sizes: np.ndarray) -> np.ndarray:
+    """(n + 1,) running offsets 0, sizes[0], sizes[0] + sizes[1], ..."""
+    out = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=out[1:])
+    return out
 
 
 def _relabel(ids: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
     arrays = [np.asarray(i, np.int64) for i in ids]
     flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
     uniq, inverse = np.unique(flat, return_inverse=True)
-    return np.split(inverse.astype(np.int64), np.cumsum([len(a) for a in arrays])[:-1]), len(uniq)
+    return split_at(inverse.astype(np.int64), np.cumsum([0] + [len(a) for a in arrays]).tolist()), len(uniq)
 
 
-def _assign(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Maximising assignment (scipy on the negated matrix, as TrackEval; 1x1 needs no solver)."""
-    if score.shape == (1, 1):
-        return np.zeros(1, np.int64), np.zeros(1, np.int64)
-    return linear_sum_assignment(-score)
+def split_at(values: np.ndarray, bounds: list[int]) -> list[np.ndarray]:
+    """[values[bounds[i]:bounds[i + 1]]...] (np.split, without its per-piece overhead)."""
+    return [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 # ---------------------------------------------------------------------------------------- HOTA
@@ -118,31 +186,28 @@ def hota_sequence(d: SequenceClass) -> dict:
         out.update({"HOTA(0)": 0.0, "LocA(0)": 1.0, "HOTALocA(0)": 0.0})
         return out
     G, K = d.num_gt_ids, d.num_tk_ids
-    potential = np.zeros((G, K))
-    gt_count = np.zeros((G, 1))
-    tk_count = np.zeros((1, K))
-    gt_count[:, 0] = np.bincount(np.concatenate(d.gt_ids), minlength=G)
-    tk_count[0, :] = np.bincount(np.concatenate(d.tk_ids), minlength=K)
-    for t in d.both:
-        g, k, s = d.gt_ids[t], d.tk_ids[t], d.sims[t]
-        if s.shape == (1, 1):  # a lone pair: S / (S + S - S) is exactly 1 (0 if S <= eps)
-            potential[g[0], k[0]] += 1.0 if s[0, 0] > EPS else 0.0
-            continue
-        # per-frame normalised similarity, TrackEval's operation order
-        denom = s.sum(0)[None, :] + s.sum(1)[:, None] - s
-        potential[g[:, None], k[None, :]] += np.divide(s, denom, out=np.zeros_like(s), where=denom > EPS)
+    gt_count = np.bincount(np.concatenate(d.gt_ids), minlength=G).astype(np.float64)[:, None]
+    tk_count = np.bincount(np.concatenate(d.tk_ids), minlength=K).astype(np.float64)[None, :]
+    pr = d.pairs
+    # per-frame normalised similarity S / (column sum + row sum - S), summed per id pair: TrackEval's
+    # operation order (rows summed like ndarray.sum(1), columns and frames accumulated in order)
+    rowsum = np.add.reduceat(pr.s, pr.row_start) if len(pr.row_start) else np.zeros(0)
+    colsum = np.bincount(pr.col, weights=pr.s, minlength=int(pr.col.max(initial=-1)) + 1)
+    denom = colsum[pr.col] + rowsum[pr.row] - pr.s
+    norm = np.divide(pr.s, denom, out=np.zeros_like(pr.s), where=denom > EPS)
+    potential = np.bincount(pr.g * K + pr.k, weights=norm, minlength=G * K).reshape(G, K)
     alignment = potential / (gt_count + tk_count - potential)
 
-    # one matching per frame for all alphas, then thresholded per alpha
-    pair_g, pair_k, pair_s = [], [], []
-    for t in d.both:
-        g, k, s = d.gt_ids[t], d.tk_ids[t], d.sims[t]
-        rows, cols = _assign(alignment[g[:, None], k[None, :]] * s)
-        pair_g.append(g[rows])
-        pair_k.append(k[cols])
-        pair_s.append(s[rows, cols])
-    pg, pk, ps = (np.concatenate(x) for x in (pair_g, pair_k, pair_s)) if pair_g else \
-        (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    # one matching per frame for all alphas (solved only where positive scores compete), thresholded per alpha
+    score = alignment[pr.g, pr.k] * pr.s
+    positive = score > 0
+    simple = pr.simple(positive)
+    chosen = [np.nonzero(positive & simple[pr.frame])[0]]
+    for p in np.nonzero(~simple)[0]:
+        rows, cols = linear_sum_assignment(-pr.block(p, score))
+        chosen.append(pr.offset[p] + rows * pr.shape[p, 1] + cols)
+    pick = np.concatenate(chosen)
+    pg, pk, ps = pr.g[pick], pr.k[pick], pr.s[pick]
     hit = ps[None, :] >= ALPHAS[:, None] - EPS  # (19, P)
     tp = hit.sum(1)
     res["HOTA_TP"] = tp.astype(np.int64)
@@ -207,30 +272,33 @@ def clear_sequence(d: SequenceClass) -> dict:
     G = d.num_gt_ids
     # frames without GT or without tracker masks only add FP / FN: they leave the memory untouched
     seen = np.bincount(np.concatenate(d.gt_ids), minlength=G)
-    hits = np.zeros(G, np.int64)
-    frags = np.zeros(G, np.int64)
-    last = np.full(G, -1, np.int64)  # tracker last matched, any number of frames back
-    prev = np.full(G, -1, np.int64)  # tracker matched in the last processed frame
+    hits, frags, last = [0] * G, [0] * G, [-1] * G  # last: tracker last matched, any number of frames back
+    prev: dict[int, int] = {}  # GT id -> tracker matched in the last processed frame
+    pr = d.pairs
+    candidate = pr.s >= THRESHOLD - EPS
+    simple = pr.simple(candidate)
+    idx = np.nonzero(candidate)[0]
+    bounds = np.searchsorted(pr.frame[idx], np.arange(len(pr.shape) + 1))
+    cg, ck, cs = pr.g[idx].tolist(), pr.k[idx].tolist(), pr.s[idx].tolist()
     tp = idsw = 0
     motp = 0.0
-    for t in d.both:
-        g, k, s = d.gt_ids[t], d.tk_ids[t], d.sims[t]
-        score = 1000.0 * (k[None, :] == prev[g][:, None]) + s
-        score[s < THRESHOLD - EPS] = 0
-        rows, cols = _assign(score)
-        ok = score[rows, cols] > EPS
-        rows, cols = rows[ok], cols[ok]
-        mg, mk = g[rows], k[cols]
-        was = last[mg]
-        idsw += int(np.count_nonzero((was >= 0) & (was != mk)))
-        hits[mg] += 1
-        frags[mg] += prev[mg] < 0
-        last[mg] = mk
-        prev[:] = -1
-        prev[mg] = mk
+    for p in range(len(pr.shape)):
+        if simple[p]:  # the candidates are the matches, continuity bonus or not
+            mg, mk, ms = cg[bounds[p]:bounds[p + 1]], ck[bounds[p]:bounds[p + 1]], cs[bounds[p]:bounds[p + 1]]
+        else:
+            mg, mk, ms = _clear_match(d, p, prev)
+        now: dict[int, int] = {}
+        for gi, ki in zip(mg, mk):
+            if last[gi] >= 0 and last[gi] != ki:
+                idsw += 1
+            hits[gi] += 1
+            frags[gi] += gi not in prev
+            last[gi] = ki
+            now[gi] = ki
+        prev = now
         tp += len(mg)
-        if len(mg):
-            motp += float(s[rows, cols].sum())
+        motp += sum(ms)
+    hits, frags = np.array(hits, np.int64), np.array(frags, np.int64)
     fn, fp = n_gt - tp, n_tk - tp
     ratio = hits / np.maximum(1, seen)
     mt = int(np.count_nonzero(ratio > 0.8))
@@ -238,6 +306,19 @@ def clear_sequence(d: SequenceClass) -> dict:
     res.update(CLR_TP=tp, CLR_FN=fn, CLR_FP=fp, IDSW=idsw, MT=mt, PT=pt, ML=G - mt - pt,
                Frag=int(np.maximum(0, frags - 1).sum()), CLR_Frames=d.num_frames, MOTP_sum=motp)
     return _clear_final(res)
+
+
+def _clear_match(d: SequenceClass, p: int, prev: dict[int, int]) -> tuple[list, list, list]:
+    """CLEAR matches of frame p of `d.both`: +1000 for last frame's pair, IoU below 0.5 forbidden."""
+    t = d.both[p]
+    g, k, s = d.gt_ids[t], d.tk_ids[t], d.sims[t]
+    before = np.array([prev.get(gi, -1) for gi in g.tolist()], np.int64)
+    score = 1000.0 * (k[None, :] == before[:, None]) + s
+    score[s < THRESHOLD - EPS] = 0
+    rows, cols = linear_sum_assignment(-score)
+    ok = score[rows, cols] > EPS
+    rows, cols = rows[ok], cols[ok]
+    return g[rows].tolist(), k[cols].tolist(), s[rows, cols].tolist()
 
 
 def _clear_final(res: dict) -> dict:
@@ -276,10 +357,9 @@ def identity_sequence(d: SequenceClass) -> dict:
     tk_all = np.concatenate(d.tk_ids)
     gt_count = np.bincount(gt_all, minlength=G).astype(np.float64)
     tk_count = np.bincount(tk_all, minlength=K).astype(np.float64)
-    flat = [(g[r] * K + k[c]) for g, k, s in zip(d.gt_ids, d.tk_ids, d.sims) if s.size
-            for r, c in [np.nonzero(s >= THRESHOLD)]]
-    both = np.bincount(np.concatenate(flat), minlength=G * K).reshape(G, K).astype(np.float64) if flat \
-        else np.zeros((G, K))
+    pr = d.pairs
+    hit = pr.s >= THRESHOLD  # no eps here (TrackEval)
+    both = np.bincount(pr.g[hit] * K + pr.k[hit], minlength=G * K).reshape(G, K).astype(np.float64)
     # TrackEval's (G+K) x (G+K) layout: dummy columns/rows leave an id unpaired at its full count
     fn_mat = np.zeros((G + K, G + K))
     fp_mat = np.zeros((G + K, G + K))

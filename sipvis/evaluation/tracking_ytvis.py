@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 
 from sipvis.errors import SipvisError
 from sipvis.evaluation.schema import GroundTruth, MaskStore, Results, Track, load_json, parse_gt, parse_results
-from sipvis.evaluation.tracking import SequenceClass
+from sipvis.evaluation.tracking import SequenceClass, split_at
 
 
 def _parse(gt: str | Path | dict, results: str | Path | list,
@@ -87,11 +87,15 @@ def _class_sequence(length: int, gts: list[Track], tks: list[Track], gt_masks: M
     """
     gf, go, gm = _frame_rows(gts, length)
     tf, to, tm = _frame_rows(tks, length)
-    gb = np.searchsorted(gf, np.arange(length + 1))
-    kb = np.searchsorted(tf, np.arange(length + 1))
-    gt_ids = np.split(np.array([t.ann_id for t in gts], np.int64)[go], gb[1:-1])
-    tk_ids = np.split(to, kb[1:-1])
+    gb = np.searchsorted(gf, np.arange(length + 1)).tolist()
+    kb = np.searchsorted(tf, np.arange(length + 1)).tolist()
+    gt_ids = split_at(np.array([t.ann_id for t in gts], np.int64)[go], gb)
+    tk_ids = split_at(to, kb)
     g_rles, k_rles = gt_masks.rles, tk_masks.rles
+    # pycocotools answers -1 for masks of different sizes whose boxes overlap: look only if sizes differ
+    hw = np.concatenate([gt_masks.height[gm], tk_masks.height[tm], gt_masks.width[gm], tk_masks.width[tm]])
+    n = len(gm) + len(tm)
+    check = n > 0 and (np.ptp(hw[:n]) > 0 or np.ptp(hw[n:]) > 0)
     sims = []
     for t in range(length):
         g0, g1, k0, k1 = gb[t], gb[t + 1], kb[t], kb[t + 1]
@@ -100,7 +104,7 @@ def _class_sequence(length: int, gts: list[Track], tks: list[Track], gt_masks: M
             continue
         ious = np.asarray(mask_utils.iou([g_rles[i] for i in gm[g0:g1]], [k_rles[i] for i in tm[k0:k1]],
                                          [0] * (k1 - k0)), np.float64).reshape(g1 - g0, k1 - k0)
-        if (ious < 0).any():  # pycocotools' answer for masks of different sizes whose boxes overlap
+        if check and (ious < 0).any():
             r, c = np.argwhere(ious < 0)[0]
             raise SipvisError(f"results[{tks[to[k0 + c]].ann_id - 1}].segmentations[{t}] has RLE size "
                               f"{k_rles[tm[k0 + c]]['size']} but the ground-truth mask of annotation "
