@@ -32,6 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_eval import cpu_model, make_case, timed  # noqa: E402  (the same generated case)
 
 
+# bench_eval.py's options and defaults: option -> (make_case argument, default)
+CASE = {"videos": ("videos", 300), "frames": ("frames", 36), "max-instances": ("max_inst", 10),
+        "height": ("h", 360), "width": ("w", 640), "seed": ("seed", 0)}
+
+
 def write_layout(root: Path, gt: dict, results: list) -> tuple[Path, Path]:
     """TrackEval's YouTube-VIS folders: gt/youtube_vis_val/gt.json, trackers/youtube_vis_val/tracker/data/.
     TrackEval also needs each GT annotation's height and width (the official files have them)."""
@@ -81,23 +86,19 @@ def max_difference(ours: dict, theirs: dict) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--videos", type=int, default=300)
-    ap.add_argument("--frames", type=int, default=36)
-    ap.add_argument("--max-instances", type=int, default=10)
-    ap.add_argument("--height", type=int, default=360)
-    ap.add_argument("--width", type=int, default=640)
-    ap.add_argument("--seed", type=int, default=0)
+    for option, (dest, default) in CASE.items():
+        ap.add_argument("--" + option, dest=dest, type=int, default=default)
     args = ap.parse_args()
 
     from sipvis.evaluation.tracking import evaluate_tracking_files
 
     t0 = time.perf_counter()
-    gt, results = make_case(args.videos, args.frames, args.max_instances, args.height, args.width, args.seed)
-    print(f"case: {args.videos} videos x {args.frames} frames at {args.height}x{args.width}, "
+    gt, results = make_case(**vars(args))
+    print(f"case: {args.videos} videos x {args.frames} frames at {args.h}x{args.w}, "
           f"{len(gt['annotations'])} GT tracks, {len(results)} result tracks; "
           f"generated in {time.perf_counter() - t0:.1f} s")
     print(f"CPU: {cpu_model()}")
-    print("times are process CPU seconds (wall seconds in brackets), from the JSON files; lower is better")
+    print("times are process CPU seconds (wall seconds in brackets), from the parsed JSON; lower is better")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         gt_path, res_path = write_layout(root, gt, results)

@@ -160,8 +160,9 @@ def _starts(sizes: np.ndarray) -> np.ndarray:
 def _relabel(ids: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
     arrays = [np.asarray(i, np.int64) for i in ids]
     flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
-    uniq, inverse = np.unique(flat, return_inverse=True)
-    return split_at(inverse.astype(np.int64), np.cumsum([0] + [len(a) for a in arrays]).tolist()), len(uniq)
+    uniq = np.unique(flat)
+    inverse = np.searchsorted(uniq, flat).astype(np.int64)
+    return split_at(inverse, np.cumsum([0] + [len(a) for a in arrays]).tolist()), len(uniq)
 
 
 def split_at(values: np.ndarray, bounds: list[int]) -> list[np.ndarray]:
@@ -280,13 +281,14 @@ def clear_sequence(d: SequenceClass) -> dict:
     idx = np.nonzero(candidate)[0]
     bounds = np.searchsorted(pr.frame[idx], np.arange(len(pr.shape) + 1))
     cg, ck, cs = pr.g[idx].tolist(), pr.k[idx].tolist(), pr.s[idx].tolist()
+    allowed = np.where(candidate, pr.s, 0.0)  # IoU below 0.5 can never match
     tp = idsw = 0
     motp = 0.0
     for p in range(len(pr.shape)):
         if simple[p]:  # the candidates are the matches, continuity bonus or not
             mg, mk, ms = cg[bounds[p]:bounds[p + 1]], ck[bounds[p]:bounds[p + 1]], cs[bounds[p]:bounds[p + 1]]
         else:
-            mg, mk, ms = _clear_match(d, p, prev)
+            mg, mk, ms = _clear_match(d, p, pr.block(p, allowed), prev)
         now: dict[int, int] = {}
         for gi, ki in zip(mg, mk):
             if last[gi] >= 0 and last[gi] != ki:
@@ -308,13 +310,17 @@ def clear_sequence(d: SequenceClass) -> dict:
     return _clear_final(res)
 
 
-def _clear_match(d: SequenceClass, p: int, prev: dict[int, int]) -> tuple[list, list, list]:
-    """CLEAR matches of frame p of `d.both`: +1000 for last frame's pair, IoU below 0.5 forbidden."""
+def _clear_match(d: SequenceClass, p: int, allowed: np.ndarray, prev: dict[int, int]) -> tuple[list, list, list]:
+    """CLEAR matches of frame p of `d.both` where candidates compete: the maximal assignment of
+    `allowed` (IoU, 0 below 0.5) plus 1000 for last frame's pairs that are still allowed."""
     t = d.both[p]
     g, k, s = d.gt_ids[t], d.tk_ids[t], d.sims[t]
-    before = np.array([prev.get(gi, -1) for gi in g.tolist()], np.int64)
-    score = 1000.0 * (k[None, :] == before[:, None]) + s
-    score[s < THRESHOLD - EPS] = 0
+    col = {ki: c for c, ki in enumerate(k.tolist())}
+    score = allowed.copy()
+    for r, gi in enumerate(g.tolist()):
+        c = col.get(prev.get(gi, -1))
+        if c is not None and score[r, c] > 0:
+            score[r, c] = 1000.0 + s[r, c]  # TrackEval: 1000 * True + S
     rows, cols = linear_sum_assignment(-score)
     ok = score[rows, cols] > EPS
     rows, cols = rows[ok], cols[ok]
