@@ -99,6 +99,21 @@ def test_only_requested_metrics_and_table_columns():
         evaluate_tracking_files("kitti-mots", *_inputs(case, "kitti-mots"), metrics=["mota"])
     with pytest.raises(SipvisError, match="unknown tracking format"):
         evaluate_tracking_files("mot17", *_inputs(case, "kitti-mots"))
+    calls = []
+    evaluate_tracking_files("kitti-mots", *_inputs(case, "kitti-mots"), progress=lambda *a: calls.append(a))
+    assert calls == [(1, 2), (2, 2)]
+
+
+def test_already_parsed_youtube_vis_gives_the_same():
+    """The CLI parses once for AP and passes the parsed files on."""
+    from sipvis.evaluation.schema import load_json, parse_gt, parse_results
+
+    case = require(CASES / "ytvis_trackeval_quirks")
+    gt = load_json(case / "gt.json", "ground-truth")
+    parsed_gt = parse_gt(gt)
+    parsed = (parsed_gt, parse_results(parsed_gt, case / "pred.json", unknown_videos="drop"))
+    assert evaluate_tracking_files("youtube-vis", gt, case / "pred.json", parsed=parsed) == \
+        evaluate_tracking_files("youtube-vis", case / "gt.json", case / "pred.json")
 
 
 # ------------------------------------------------------------- inputs TrackEval refuses, sipvis accepts

@@ -33,6 +33,7 @@ from __future__ import annotations
 import configparser
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -271,13 +272,18 @@ def _sequence(seq: MotsSequence, gt: MotsFile, tk: MotsFile, class_ids: dict[str
             g_ids.append(gt.track[g_rows[rsel]])
             k_ids.append(tk.track[k_rows[csel]])
             sims.append(sim)
-    return {name: SequenceClass.from_frames(*per_cls[name]) for name in class_ids}
+    return {name: SequenceClass.from_frames(*per_cls[name], num_frames=seq.length) for name in class_ids}
 
 
-def load_mots(fmt: str, gt_dir: str | Path, results_dir: str | Path,
-              split: str | None = None) -> tuple[dict[str, dict[str, SequenceClass]], list[str]]:
+def load_mots(
+    fmt: str,
+    gt_dir: str | Path,
+    results_dir: str | Path,
+    split: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, dict[str, SequenceClass]], list[str]]:
     """Read a KITTI-MOTS (`fmt` "kitti-mots") or MOTSChallenge ("mots-challenge") GT folder and a
-    folder of tracker ``<seq>.txt`` files.
+    folder of tracker ``<seq>.txt`` files; `progress(done, total)` is called after each sequence.
 
     Returns:
         (sequences, classes): sequence name -> class name -> SequenceClass, and the evaluated class
@@ -294,13 +300,12 @@ def load_mots(fmt: str, gt_dir: str | Path, results_dir: str | Path,
     else:
         seqs, class_ids = challenge_sequences(gt_dir, results_dir, split), CHALLENGE_CLASSES
     out = {}
-    for seq in seqs:
+    for done, seq in enumerate(seqs, 1):
         gt = read_mots_file(seq.gt, seq, seq.size, f"ground-truth file of sequence {seq.name}")
         size = seq.size or (tuple(gt.rles[0]["size"]) if gt.rles else None)
         tk = read_mots_file(seq.results, seq, size, f"results file of sequence {seq.name} "
                             "(one <seq>.txt per sequence; an empty file means no masks)")
         out[seq.name] = _sequence(seq, gt, tk, class_ids)
-    for seq in seqs:
-        for d in out[seq.name].values():
-            d.num_frames = seq.length
+        if progress is not None:
+            progress(done, len(seqs))
     return out, list(class_ids)

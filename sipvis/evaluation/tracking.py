@@ -450,17 +450,20 @@ def evaluate_tracking(
     chosen = check_metrics(metrics)
     names = sorted(sequences)
     raw: dict[str, dict[str, dict]] = {s: {} for s in names}
-    empty = None  # every all-empty sequence has the same (early-return) result, never mutated
+    # a sequence without GT or without tracker masks returns early: its result depends only on the
+    # counts, so equal ones share one (never mutated) result
+    early: dict[tuple[int, int, int, int], dict] = {}
     for s in names:
         for c in classes:
             d = sequences[s][c]
-            if d.num_gt_dets == 0 and d.num_tk_dets == 0 and empty is not None:
-                raw[s][c] = empty
+            key = (d.num_gt_dets, d.num_tk_dets, d.num_gt_ids, d.num_tk_ids)
+            if (d.num_gt_dets == 0 or d.num_tk_dets == 0) and key in early:
+                raw[s][c] = early[key]
                 continue
             raw[s][c] = {label: fn(d) for m, (label, fn) in _SEQUENCE.items() if m in chosen}
             raw[s][c]["Count"] = count_sequence(d)
-            if d.num_gt_dets == 0 and d.num_tk_dets == 0:
-                empty = raw[s][c]
+            if d.num_gt_dets == 0 or d.num_tk_dets == 0:
+                early[key] = raw[s][c]
     labels = [label for m, (label, _) in _SEQUENCE.items() if m in chosen] + ["Count"]
     combined = {c: {m: _COMBINE[m]([raw[s][c][m] for s in names]) for m in labels} for c in classes}
     out: dict = {
@@ -513,6 +516,7 @@ def evaluate_tracking_files(
     split: str | None = None,
     metrics: Iterable[str] = METRICS,
     parsed: tuple | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """HOTA / CLEAR / Identity of results files against GT, exactly as TrackEval computes them.
 
@@ -523,30 +527,35 @@ def evaluate_tracking_files(
         metrics: any of "hota", "clear", "identity".
         parsed: YouTube-VIS only, (GroundTruth, Results) already parsed from `gt` (the raw JSON dict,
             still needed for the video file names) and `results`, so a caller scoring AP too parses once.
+        progress: called as progress(done, total) after each sequence is read and its IoUs computed
+            (the bulk of the time).
 
     Returns:
-        the `evaluate_tracking` dict plus ``"format": fmt`` (YouTube-VIS adds `class_combined`; its `per_sequence` leaves out
-        classes with neither GT nor results in a video, as the oracle cases do).
+        the `evaluate_tracking` dict plus ``"format": fmt``. YouTube-VIS adds `class_combined`, and its
+        `per_sequence` leaves out classes with neither GT nor results in a video, as the oracle cases do.
+
+    Raises:
+        SipvisError: one line naming the file (and line or entry) for unreadable or invalid input.
     """
     metrics = check_metrics(metrics)
     from sipvis.evaluation.schema import no_gc  # millions of small acyclic objects: see no_gc
 
     with no_gc():
-        return _evaluate_files(fmt, gt, results, split, metrics, parsed)
+        return _evaluate_files(fmt, gt, results, split, metrics, parsed, progress)
 
 
-def _evaluate_files(fmt: str, gt, results, split: str | None, metrics: tuple[str, ...], parsed) -> dict:
+def _evaluate_files(fmt: str, gt, results, split: str | None, metrics: tuple[str, ...], parsed, progress) -> dict:
     if fmt == "youtube-vis":
         from sipvis.evaluation.tracking_ytvis import load_youtube_vis
 
-        sequences, classes = load_youtube_vis(gt, results, parsed)
+        sequences, classes = load_youtube_vis(gt, results, parsed, progress)
         out = evaluate_tracking(sequences, classes, metrics, combine_classes=True,
                                 keep_sequence=lambda d: bool(d.num_gt_dets or d.num_tk_dets))
         return {"format": fmt, **out}
     if fmt in ("kitti-mots", "mots-challenge"):
         from sipvis.evaluation.mots import load_mots
 
-        sequences, classes = load_mots(fmt, gt, results, split)
+        sequences, classes = load_mots(fmt, gt, results, split, progress)
         return {"format": fmt, **evaluate_tracking(sequences, classes, metrics)}
     raise SipvisError(f"unknown tracking format {fmt!r} (choose from {', '.join(FORMATS)})")
 

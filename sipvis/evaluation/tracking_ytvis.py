@@ -19,6 +19,7 @@ raise `SipvisError` (TrackEval fails an assertion), as do two videos with the sa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -121,10 +122,11 @@ def _by_category(tracks: list[Track]) -> dict[int, list[Track]]:
 
 
 def load_youtube_vis(gt: str | Path | dict, results: str | Path | list,
-                     parsed: tuple[GroundTruth, Results] | None = None) -> tuple[dict, list[str]]:
+                     parsed: tuple[GroundTruth, Results] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[dict, list[str]]:
     """Read a YouTube-VIS GT and results file for the tracking metrics (`parsed`: the two already
     parsed by `schema.parse_gt` / `parse_results` with iou_type "segm"; `gt` then still gives the
-    video file names).
+    video file names). `progress(done, total)` is called after each video.
 
     Returns:
         (sequences, classes): sequence name -> class name -> SequenceClass, and the GT category
@@ -142,11 +144,13 @@ def load_youtube_vis(gt: str | Path | dict, results: str | Path | list,
     for t in res.tracks:
         by_video_tk[t.video_id].append(t)
     sequences: dict[str, dict[str, SequenceClass]] = {}
-    for vid, (name, length) in names.items():
+    for done, (vid, (name, length)) in enumerate(names.items(), 1):
         gts, tks = _by_category(by_video_gt[vid]), _by_category(by_video_tk[vid])
         sequences[name] = {
             parsed.categories[c]: _class_sequence(length, gts.get(c, []), tks.get(c, []), parsed.masks, res.masks)
             if c in gts or c in tks else SequenceClass.empty(length)
             for c in cat_ids
         }
+        if progress is not None:
+            progress(done, len(names))
     return sequences, [parsed.categories[c] for c in cat_ids]
