@@ -155,7 +155,7 @@ def test_low_score_detections_continue_tracks_but_do_not_start_them():
     boxes = torch.tensor([box(100, 100)])
     assert tracker.update(boxes, torch.tensor([0.1]), torch.tensor([0])) == [-1]  # below birth: not reported
     assert tracker.update(boxes, torch.tensor([0.9]), torch.tensor([0])) == [0]
-    assert tracker.update(boxes + 3, torch.tensor([0.15]), torch.tensor([0])) == [0]  # continues its track
+    assert tracker.update(boxes + 2, torch.tensor([0.2]), torch.tensor([0])) == [0]  # continues its track
 
 
 def test_without_embeddings_none_and_zero_width_agree():

@@ -52,6 +52,9 @@ class RobustTrackerConfig:
         score_weight: weight of log(score / birth_score): a detection below the birth score needs more
             evidence to continue a track, one above needs less.
         match_threshold: a detection-track pair with affinity at or below this is never assigned.
+        min_similarity: with embeddings, no pair whose cosine similarity is below this is assigned,
+            whatever the overlap (keeps a false detection from taking over the track of an object
+            that just became hidden).
         reid_similarity: a lost track (unmatched on the previous frame) may only be re-identified by a
             detection whose cosine similarity to it is at least this (models with a tracking branch).
         reid_min_iou: without embeddings, a lost track may only be taken by a detection whose box IoU
@@ -72,13 +75,14 @@ class RobustTrackerConfig:
     iou_weight: float = 2.0
     mask_iou_weight: float = 2.0
     label_weight: float = 3.0
-    score_weight: float = 1.0
+    score_weight: float = 2.0
     match_threshold: float = 0.5
+    min_similarity: float = 0.3
     reid_similarity: float = 0.8
     reid_min_iou: float = 0.3
     max_age: int = 30
     birth_score: float = 0.3
-    embedding_momentum: float = 0.5
+    embedding_momentum: float = 0.8
     velocity_momentum: float = 0.5
     mask_stride: int = 4
 
@@ -242,10 +246,10 @@ class RobustTracker:
         if _same_width(frame.embeddings, tr.embeddings):
             sim = frame.embeddings @ tr.embeddings.T
             aff += cfg.embedding_weight * sim
-            reid_ok = sim >= cfg.reid_similarity
+            allowed = np.where(lost[None, :], sim >= cfg.reid_similarity, sim >= cfg.min_similarity)
         else:
-            reid_ok = iou >= cfg.reid_min_iou
-        allowed = (aff > cfg.match_threshold) & (reid_ok | ~lost[None, :])
+            allowed = (iou >= cfg.reid_min_iou) | ~lost[None, :]
+        allowed &= aff > cfg.match_threshold
         return aff, allowed
 
     def _assign(self, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
