@@ -178,9 +178,11 @@ def test_class_vote_is_score_weighted():
         ids = tracker.update(torch.tensor([box(100 + t, 100)]), torch.tensor([sc]), torch.tensor([lab]), emb, t)
         assert ids == [0]  # the label flip does not break the track
     assert tracker.classes() == {0: 1}
+    assert tracker.voted_labels(ids) == [1]  # the vote, not this frame's label 2
     for t in range(10, 25):  # 15 more frames of label 2 at 0.35: 1.75 + 5.25 = 7.0 > 4.5
         tracker.update(torch.tensor([box(100 + t, 100)]), torch.tensor([0.35]), torch.tensor([2]), emb, t)
     assert tracker.track_class(0) == 2
+    assert tracker.voted_labels([-1, 0]) == [-1, 2]
 
 
 def test_class_vote_of_forgotten_tracks_is_kept():
@@ -194,7 +196,8 @@ def test_class_vote_of_forgotten_tracks_is_kept():
     assert tracker.classes() == {}
 
 
-def test_masks_separate_objects_with_identical_boxes():
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_masks_separate_objects_with_identical_boxes(as_numpy):
     """Two same-class objects share one box (left and right halves of it) and swap score order every
     frame: without embeddings the box cue cannot tell them apart, the mask cue can."""
     h, w = 64, 64
@@ -204,7 +207,8 @@ def test_masks_separate_objects_with_identical_boxes():
     for t in range(12):
         order = [0, 1] if t % 2 else [1, 0]
         frames.append(frame([[16, 16, 47, 47]] * 2, [0, 0], [0.8, 0.8], order=order))
-        masks.append(torch.tensor(np.stack([left, right])[order]))
+        pair = np.stack([left, right])[order]
+        masks.append(pair if as_numpy else torch.tensor(pair))  # host arrays, as the Segmenter holds them
     tracker = RobustTracker(RobustTrackerConfig(mask_stride=1))
     assert kept(run(tracker, frames, masks))
     plain = run(RobustTracker(), frames)

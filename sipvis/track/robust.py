@@ -234,6 +234,16 @@ class RobustTracker:
         self._store_votes(np.arange(len(self.tracks)))
         return {i: int(v.argmax()) for i, v in sorted(self._votes.items())}
 
+    def voted_labels(self, ids: list[int]) -> list[int]:
+        """The current voted class of each id that `update` just returned (-1 stays -1): what a
+        streaming output (overlay, MOTS lines) should show for the track at this frame."""
+        ids_arr = np.asarray(ids, np.int64)
+        live = ids_arr >= 0
+        out = np.full(ids_arr.shape, -1, np.int64)
+        if live.any():
+            out[live] = self.tracks.classes()[np.searchsorted(self.tracks.ids, ids_arr[live])]
+        return out.tolist()
+
     def track_class(self, track_id: int) -> int:
         """The voted class (0-based label) of one track: the label with the largest sum of detection
         scores over the track's frames (ties: the smallest label)."""
