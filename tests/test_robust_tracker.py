@@ -114,17 +114,17 @@ def occluded(k: int, with_emb: bool = True):
 
 
 @pytest.mark.parametrize("with_emb", [True, False])
-def test_occlusion_shorter_than_max_age_keeps_id_longer_gets_new(with_emb):
-    cfg = RobustTrackerConfig(max_age=6)
-    short = run(RobustTracker(cfg), occluded(4, with_emb))
-    assert [g.get(0) for g in short] == [0] * 5 + [None] * 4 + [0] * 5
-    assert all(g[1] == 1 for g in short)
-
-    tracker = RobustTracker(cfg)
-    long = run(tracker, occluded(8, with_emb))
-    assert [g.get(0) for g in long] == [0] * 5 + [None] * 8 + [2] * 5
-    assert all(g[1] == 1 for g in long)
-    assert sorted(tracker.tracks.ids.tolist()) == [1, 2]  # the forgotten track left the buffer
+@pytest.mark.parametrize("k", [1, 4, 6, 7, 10])
+def test_occlusion_up_to_max_age_keeps_id_longer_gets_new(with_emb, k):
+    """A track survives `max_age` (6) unmatched frames: hidden for k <= 6 frames the object gets its
+    id back, hidden for longer it gets a new one (the next id, 2)."""
+    tracker = RobustTracker(RobustTrackerConfig(max_age=6))
+    got = run(tracker, occluded(k, with_emb))
+    expected = 0 if k <= 6 else 2
+    assert [g.get(0) for g in got] == [0] * 5 + [None] * k + [expected] * 5
+    assert all(g[1] == 1 for g in got)
+    if k > 6:
+        assert sorted(tracker.tracks.ids.tolist()) == [1, 2]  # the forgotten track left the buffer
 
 
 def test_no_detection_above_birth_score_dropped():
