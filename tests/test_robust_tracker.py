@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from sipvis.track.robust import RobustTracker, RobustTrackerConfig
+from sipvis.track.robust import RobustTracker, RobustTrackerConfig, pack_to_host
 from sipvis.track.tracker import OriginalTracker, visible_detections
 
 
@@ -243,6 +243,20 @@ def test_keeps_identities_on_the_benchmark_scene():
     original = run_tracker(OriginalTracker, scene)
     assert robust["dropped"] == 0 < original["dropped"]
     assert robust["id_switches"] * 5 <= original["id_switches"]
+
+
+def test_pack_to_host_splits_back_what_it_packed():
+    """The one copy per frame from an accelerator: boxes, scores, labels, embeddings and masks packed
+    into one float32 block and split back exactly (here on the CPU; the CUDA test runs it for real)."""
+    n = 5
+    parts = [torch.rand(n, 4) * 600, torch.rand(n), torch.arange(n) * 7, torch.randn(n, 3),
+             torch.rand(n, 6, 4) > 0.5]
+    out = pack_to_host(parts)
+    assert [a.shape for a in out] == [(n, 4), (n, 1), (n, 1), (n, 3), (n, 24)]
+    for a, t in zip(out, parts):
+        np.testing.assert_array_equal(a, t.reshape(n, -1).float().numpy())
+    empty = pack_to_host([torch.zeros(0, 4), torch.zeros(0)])
+    assert [a.shape for a in empty] == [(0, 4), (0, 1)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

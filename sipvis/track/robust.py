@@ -140,8 +140,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _to_host(boxes: ArrayLike, scores: ArrayLike, labels: ArrayLike, embeddings: ArrayLike | None,
              masks: ArrayLike | None, stride: int) -> _Frame:
-    """A frame's inputs as host float32 arrays; the tensors of one device cross in one packed copy
-    (one sync), arrays already on the host are only converted."""
+    """A frame's inputs as host float32 arrays: the tensors of one accelerator cross in one packed copy
+    (one sync per frame); CPU tensors and numpy arrays are only viewed or converted."""
     n = boxes.shape[0]
     use_emb = embeddings is not None and embeddings.shape[-1] > 0
     parts = [boxes, scores, labels, embeddings if use_emb else None,
@@ -149,12 +149,18 @@ def _to_host(boxes: ArrayLike, scores: ArrayLike, labels: ArrayLike, embeddings:
     host: list[np.ndarray | None] = [None if p is None else _cpu_array(p, n) for p in parts]
     for device in {p.device for p in parts if isinstance(p, torch.Tensor) and p.device.type != "cpu"}:
         idx = [i for i, p in enumerate(parts) if isinstance(p, torch.Tensor) and p.device == device]
-        flat = [parts[i].reshape(n, math.prod(parts[i].shape[1:])).to(torch.float32) for i in idx]
-        packed = torch.cat(flat, 1).cpu().numpy()
-        for i, chunk in zip(idx, np.split(packed, np.cumsum([f.shape[1] for f in flat])[:-1], axis=1)):
-            host[i] = chunk
+        for i, array in zip(idx, pack_to_host([parts[i] for i in idx])):
+            host[i] = array
     b, s, lab, emb, m = host
     return _Frame(b, s[:, 0], lab[:, 0].astype(np.int64), None if emb is None else _unit(emb), m)
+
+
+def pack_to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """(N, ...) tensors of one device -> (N, D_k) float32 host arrays, through one packed copy."""
+    n = tensors[0].shape[0]
+    flat = [t.reshape(n, math.prod(t.shape[1:])).to(torch.float32) for t in tensors]
+    packed = torch.cat(flat, 1).cpu().numpy()
+    return np.split(packed, np.cumsum([f.shape[1] for f in flat])[:-1], axis=1)
 
 
 def _cpu_array(x: ArrayLike, n: int) -> np.ndarray | None:
