@@ -257,7 +257,7 @@ class RobustTracker:
 
     # -- steps of `update` ------------------------------------------------------------------------
 
-    def affinity(self, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
+    def _affinity(self, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
         """(N, M) affinity of each detection to each track, and the (N, M) bool mask of allowed pairs."""
         cfg, tr = self.cfg, self.tracks
         iou = box_iou(torch.from_numpy(frame.boxes), torch.from_numpy(tr.predicted_boxes()),
@@ -281,7 +281,7 @@ class RobustTracker:
         """One global assignment maximising the summed affinity over the allowed pairs."""
         if len(frame) == 0 or len(self.tracks) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        aff, allowed = self.affinity(frame)
+        aff, allowed = self._affinity(frame)
         gain = np.where(allowed, aff - self.cfg.match_threshold, 0.0)
         rows, cols = linear_sum_assignment(gain, maximize=True)
         keep = allowed[rows, cols]
