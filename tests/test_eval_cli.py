@@ -386,3 +386,31 @@ def test_sipvis_track_output_scores_perfectly_against_itself(tmp_path: Path) -> 
         assert m["HOTA"]["mean_over_alphas"]["HOTA"] == pytest.approx(1.0, abs=1e-12)
         assert m["CLEAR"]["MOTA"] == 1.0 and m["CLEAR"]["IDSW"] == 0
         assert m["Identity"]["IDF1"] == 1.0
+
+
+@pytest.mark.slow
+def test_dataset_run_accepts_metrics(tmp_path: Path) -> None:
+    """`--dataset youtube-vis SPLIT --metrics ...` scores the split's results with the same numbers as
+    `sipvis eval --gt --results` on the files it wrote."""
+    from sipvis.data.synth import SynthConfig, generate
+    from sipvis.evaluation import evaluate_tracking_files
+
+    root = tmp_path / "ytvis"
+    generate(root, SynthConfig(videos=2, frames=4, seed=5, split="holdout", width=320, height=180, clips=False))
+    sipvis = [sys.executable, "-c", "from sipvis.cli import main; main()"]
+    common = [*sipvis, "eval", "--dataset", "youtube-vis", "holdout", "--data-root", str(root), "--weights", "demo",
+              "--device", "cpu", "--out", str(tmp_path / "run")]
+    r = subprocess.run([*common, "--metrics", "ap,hota,identity", "--json", str(tmp_path / "m.json")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "Per-class AP" in r.stdout and "Tracking metrics" in r.stdout and "IDF1" in r.stdout
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert len(m["stats"]) == 12 and m["tracking"]["metrics"] == ["hota", "identity"]
+    want = evaluate_tracking_files("youtube-vis", root / "annotations" / "holdout.json",
+                                   tmp_path / "run" / "results.json", metrics=["hota", "identity"])
+    assert m["tracking"] == json.loads(json.dumps(want))
+    # resumed (nothing left to run), tracking only: no AP in the file
+    r = subprocess.run([*common, "--metrics", "clear", "--json", str(tmp_path / "c.json"), "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert list(json.loads((tmp_path / "c.json").read_text())) == ["tracking"]
