@@ -259,20 +259,13 @@ def _errors(r) -> list[str]:
     return [line for line in r.stderr.splitlines() if line.startswith("Error:")]
 
 
-def _assert_same(got, want, path: str = "") -> None:
-    """Every field of `want` in `got`, same keys: ints exact, floats within 1e-9."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and set(got) == set(want), path
-        for k in want:
-            _assert_same(got[k], want[k], f"{path}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want)):
-            _assert_same(g, w, f"{path}[{i}]")
-    elif isinstance(want, int):
-        assert type(got) is int and got == want, path
-    else:
-        assert isinstance(got, float) and abs(got - want) <= 1e-9, (path, got, want)
+def _assert_same(got, want, path: str) -> None:
+    """Every field of `want` in `got` (ints exact, floats within 1e-9): the oracle tests' comparison."""
+    from test_tracking_metrics import _compare
+
+    diffs: list[str] = []
+    _compare(got, want, path, diffs)
+    assert not diffs, "\n".join(diffs[:20])
 
 
 @pytest.mark.parametrize("name, args", [
