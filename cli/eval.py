@@ -325,7 +325,8 @@ def _evaluate_with_progress(evaluate, gt, parsed, iou_type, quiet):
 
 
 @contextmanager
-def _progress_bar(label: str, quiet: bool, total: int | None = None) -> Iterator[Callable[[int, int], None] | None]:
+def _progress_bar(label: str, quiet: bool,
+                  total: int | None = None) -> Iterator[Callable[[int, int], None] | None]:
     """A transient stderr bar; yields the `progress(done, total)` callback for the library (None when quiet)."""
     if quiet:
         yield None
