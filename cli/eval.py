@@ -1,8 +1,11 @@
-"""`sipvis eval`: score a YouTube-VIS results file, or split a GT file for local scoring.
+"""`sipvis eval`: score a YouTube-VIS results file or MOTS folders, or split a GT file for local scoring.
 
 Modes (one per function below, dispatched by `command`):
 
-* ``--gt ann.json --results res.json``: official YouTube-VIS AP/AR (`score_results_file`).
+* ``--gt ann.json --results res.json``: official YouTube-VIS AP/AR and, with ``--metrics``, TrackEval's
+  HOTA / CLEAR / Identity (`score_results_file`).
+* ``--format kitti-mots|mots-challenge --gt GT_DIR --results DIR``: the tracking metrics of MOTS text
+  files (`score_mots_folders`).
 * ``--make-split --gt train.json --out DIR``: seeded train/holdout annotation files (`run_make_split`).
 * ``--dataset youtube-vis SPLIT --data-root DIR [--weights ...]``: run the model over a split, write
   results.json + a CodaLab results.zip, and score it when the split has annotations (`run_dataset`).
@@ -11,11 +14,14 @@ Modes (one per function below, dispatched by `command`):
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import click
 
 from sipvis.cli._model_options import build_segmenter, model_options
+from sipvis.cli._options import split_commas
 from sipvis.errors import SipvisError
 
 _STAT_LABELS = (
@@ -33,13 +39,22 @@ _STAT_LABELS = (
     ("ARl", "Average Recall     IoU=0.50:0.95  area=large   maxDets=100"),
 )
 _MAX_WARNINGS_PER_KIND = 3
+_MOTS_FORMATS = ("kitti-mots", "mots-challenge")
 
 
 @click.command("eval")
 @click.option("--gt", "gt_path", type=click.Path(path_type=Path),
-              help="Ground-truth annotation file (YouTube-VIS format).")
+              help="Ground-truth annotation file (YouTube-VIS format), or folder (--format kitti-mots|mots-challenge).")
 @click.option("--results", "results_path", type=click.Path(path_type=Path),
-              help="Results file: a JSON list of {video_id, category_id, score, segmentations}.")
+              help="Results file: a JSON list of {video_id, category_id, score, segmentations}; "
+                   "for MOTS formats a folder of <seq>.txt files.")
+@click.option("--metrics", "metrics_text", default=None,
+              help="Comma list of ap (YouTube-VIS AP/AR), hota, clear (MOTA/MOTSA, IDSW), identity (IDF1); "
+                   "the tracking metrics equal TrackEval's.  [default: ap; hota,clear,identity for MOTS formats]")
+@click.option("--format", "fmt", type=click.Choice(["youtube-vis", *_MOTS_FORMATS]), default="youtube-vis",
+              show_default=True, help="Input format of --gt/--results (MOTS formats: tracking metrics only).")
+@click.option("--split", "mots_split", default=None,
+              help="MOTS split (seqmap name) to score [default: val for kitti-mots, train for mots-challenge].")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Also write the metrics to this JSON file.")
 @click.option("--iou-type", type=click.Choice(["segm", "bbox"]), default="segm", show_default=True,
@@ -69,6 +84,9 @@ _MAX_WARNINGS_PER_KIND = 3
 def command(
     gt_path: Path | None,
     results_path: Path | None,
+    metrics_text: str | None,
+    fmt: str,
+    mots_split: str | None,
     json_path: Path | None,
     iou_type: str,
     strict: bool,
@@ -93,43 +111,80 @@ def command(
     """Score YouTube-VIS results with the official AP/AR, or make a local train/holdout split.
 
     The 12 figures equal those of the official evaluator (youtubevos/cocoapi), which the YouTube-VIS
-    CodaLab server runs; -1 means undefined (no ground truth in that area range).
+    CodaLab server runs; -1 means undefined (no ground truth in that area range). --metrics hota,clear,identity
+    adds TrackEval's HOTA, CLEAR (MOTA) and Identity (IDF1), also for KITTI-MOTS and MOTSChallenge folders.
 
     \b
     Examples:
       sipvis eval --gt holdout.json --results results.json
       sipvis eval --gt holdout.json --results results.json --json metrics.json --quiet
+      sipvis eval --gt holdout.json --results results.json --metrics ap,hota,clear,identity
+      sipvis eval --format kitti-mots --gt kitti_mots/ --results tracks/ --metrics hota,clear,identity
       sipvis eval --make-split --gt train.json --out splits/ --ratio 0.1 --seed 0
       sipvis eval --dataset youtube-vis valid --data-root data/youtube-vis-2019 --out runs/valid
     """
+    metrics = _check_metric_options(metrics_text, fmt, mots_split, iou_type, strict or drop_unknown_videos)
     if dataset is not None:
         if split is None:
             raise click.UsageError("--dataset youtube-vis needs a SPLIT, e.g. `sipvis eval --dataset youtube-vis valid`")
+        if fmt != "youtube-vis":
+            raise click.UsageError(f"--format {fmt} does not go with --dataset youtube-vis")
         run_dataset(split, data_root or Path(f"data/youtube-vis-{year}"), out_dir or Path("runs") / "eval" / split,
-                    subset=subset, json_path=json_path, quiet=quiet,
+                    subset=subset, json_path=json_path, quiet=quiet, metrics=metrics,
                     model=dict(weights=weights, device=device, precision=precision, batch=batch,
                                score_thr=score_thr, class_filter=class_filter))
         return
     if split is not None:
         raise click.UsageError(f"unexpected argument {split!r}: a SPLIT goes with --dataset youtube-vis")
     if make_split:
-        if results_path is not None or json_path is not None:
+        if results_path is not None or json_path is not None or metrics != ("ap",) or fmt != "youtube-vis":
             raise click.UsageError("--make-split takes --gt, --out, --ratio and --seed only")
         if gt_path is None or out_dir is None:
             raise click.UsageError("--make-split needs --gt FILE and --out DIR")
         run_make_split(gt_path, out_dir, ratio=ratio, seed=seed, quiet=quiet)
+        return
+    if fmt in _MOTS_FORMATS:
+        if gt_path is None or results_path is None:
+            raise click.UsageError(f"--format {fmt} needs --gt GT_DIR and --results DIR")
+        score_mots_folders(fmt, gt_path, results_path, split=mots_split, metrics=metrics, json_path=json_path,
+                           quiet=quiet)
         return
     if gt_path is None or results_path is None:
         raise click.UsageError("give --gt ANNOTATIONS.json and --results RESULTS.json "
                                "(or --make-split --gt FILE --out DIR)")
     score_results_file(
         gt_path, results_path, json_path=json_path, iou_type=iou_type, strict=strict,
-        unknown_videos="drop" if drop_unknown_videos else "error", quiet=quiet,
+        unknown_videos="drop" if drop_unknown_videos else "error", quiet=quiet, metrics=metrics,
     )
 
 
+def _check_metric_options(text: str | None, fmt: str, mots_split: str | None, iou_type: str,
+                          youtube_vis_flags: bool) -> tuple[str, ...]:
+    """--metrics as a tuple ("ap" first, then the tracking metrics in canonical order); the options that
+    do not go together are usage errors, an unknown metric a one-line error."""
+    from sipvis.evaluation.tracking import METRICS, check_metrics
+
+    if fmt not in _MOTS_FORMATS and mots_split is not None:
+        raise click.UsageError("--split goes with --format kitti-mots or mots-challenge")
+    if fmt in _MOTS_FORMATS and youtube_vis_flags:
+        raise click.UsageError(f"--strict and --drop-unknown-videos apply to YouTube-VIS results, not --format {fmt}")
+    if text is None:
+        return METRICS if fmt in _MOTS_FORMATS else ("ap",)
+    names = split_commas((text,))
+    unknown = [n for n in names if n != "ap" and n not in METRICS]
+    if unknown or not names:
+        raise SipvisError(f"--metrics: unknown metric {unknown[0] if unknown else text!r} "
+                          f"(choose from ap, {', '.join(METRICS)})")
+    metrics = (("ap",) if "ap" in names else ()) + check_metrics(n for n in names if n != "ap")
+    if fmt in _MOTS_FORMATS and "ap" in metrics:
+        raise click.UsageError(f"--format {fmt} has no AP: choose from --metrics {','.join(METRICS)}")
+    if iou_type != "segm" and metrics != ("ap",):
+        raise click.UsageError("the tracking metrics (hota, clear, identity) need --iou-type segm")
+    return metrics
+
+
 def run_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | None, json_path: Path | None,
-                quiet: bool, model: dict) -> None:
+                quiet: bool, model: dict, metrics: tuple[str, ...] = ("ap",)) -> None:
     """Run the model over a split (this rank's share under torchrun), gather, zip, and score if possible."""
     from sipvis.data.ytvis import find_split
     from sipvis.engine import dataset_run as dr
@@ -148,7 +203,8 @@ def run_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | Non
     if not the_split.has_ground_truth:
         click.echo(f"{the_split.files.ann_file} has no annotations: upload the zip to score it", err=True)
         return
-    score_results_file(dr.ground_truth_file(the_split, out_dir), results, json_path=json_path, quiet=quiet)
+    score_results_file(dr.ground_truth_file(the_split, out_dir), results, json_path=json_path, quiet=quiet,
+                       metrics=metrics)
 
 
 class _SplitView:
@@ -194,12 +250,15 @@ def score_results_file(
     strict: bool = False,
     unknown_videos: str = "error",
     quiet: bool = False,
+    metrics: tuple[str, ...] = ("ap",),
 ) -> dict:
     """Evaluate `results_path` against `gt_path`, print the tables, optionally write `json_path`.
 
-    Returns the metrics dict (`EvalResult.as_dict()`). Problems raise `SipvisError` (one line).
+    `metrics`: "ap" and/or the tracking metrics "hota", "clear", "identity" (checked by the caller).
+    Returns the metrics dict: `EvalResult.as_dict()` when AP was asked, plus ``"tracking"`` (the
+    `evaluate_tracking_files` dict) when a tracking metric was. Problems raise `SipvisError` (one line).
     """
-    from sipvis.evaluation import evaluate
+    from sipvis.evaluation import evaluate, evaluate_tracking_files
     from sipvis.evaluation.schema import IssueKind, parse_gt, parse_results
     from sipvis.io.files import load_json
 
@@ -217,29 +276,68 @@ def score_results_file(
         raise SipvisError(_one_line(errors))
     _print_issues([i for i in gt.warnings + issues if i.level == "warning"], "Warning")
 
-    result = _evaluate_with_progress(evaluate, gt, parsed, iou_type, quiet)
-    for issue in result.issues:
-        if issue.kind is IssueKind.EMPTY_UNION:  # the only warnings not already printed from the check
-            click.echo(f"Warning: {issue.message}", err=True)
-    metrics = result.as_dict()
+    out: dict = {}
+    result = None
+    if "ap" in metrics:
+        result = _evaluate_with_progress(evaluate, gt, parsed, iou_type, quiet)
+        for issue in result.issues:
+            if issue.kind is IssueKind.EMPTY_UNION:  # the only warnings not already printed from the check
+                click.echo(f"Warning: {issue.message}", err=True)
+        out = result.as_dict()
+    tracking = tuple(m for m in metrics if m != "ap")
+    if tracking:
+        with _progress_bar("scoring tracks", quiet) as progress:
+            # the files are parsed once: the tracking metrics reuse the checked GT and results
+            out["tracking"] = evaluate_tracking_files("youtube-vis", gt_data, res_data, metrics=tracking,
+                                                      parsed=(gt, parsed), progress=progress)
     if json_path is not None:
-        _write_metrics(metrics, json_path)
+        _write_metrics(out, json_path)
     if not quiet:
-        _print_tables(result, gt, json_path)
-    return metrics
+        if result is not None:
+            _print_tables(result, gt, None if tracking else json_path)
+        if tracking:
+            _print_tracking_table(out["tracking"], json_path)
+    return out
+
+
+def score_mots_folders(fmt: str, gt_dir: Path, results_dir: Path, *, split: str | None = None,
+                       metrics: tuple[str, ...] = ("hota", "clear", "identity"), json_path: Path | None = None,
+                       quiet: bool = False) -> dict:
+    """HOTA / CLEAR / Identity of a folder of MOTS ``<seq>.txt`` files against a KITTI-MOTS or MOTSChallenge
+    GT folder; prints the table, optionally writes ``{"tracking": ...}`` to `json_path`. Returns that dict."""
+    from sipvis.evaluation import evaluate_tracking_files
+
+    with _progress_bar("scoring sequences", quiet) as progress:
+        out = {"tracking": evaluate_tracking_files(fmt, gt_dir, results_dir, split=split, metrics=metrics,
+                                                   progress=progress)}
+    if json_path is not None:
+        _write_metrics(out, json_path)
+    if not quiet:
+        _print_tracking_table(out["tracking"], json_path)
+    return out
 
 
 def _evaluate_with_progress(evaluate, gt, parsed, iou_type, quiet):
     if quiet:
         return evaluate(gt, parsed, iou_type)
+    with _progress_bar("scoring videos", quiet, total=len(gt.video_ids)) as progress:
+        return evaluate(gt, parsed, iou_type, progress=progress)
+
+
+@contextmanager
+def _progress_bar(label: str, quiet: bool,
+                  total: int | None = None) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient stderr bar; yields the `progress(done, total)` callback for the library (None when quiet)."""
+    if quiet:
+        yield None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("scoring videos"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("eval", total=len(gt.video_ids))
-        return evaluate(gt, parsed, iou_type,
-                        progress=lambda done, total: bar.update(task, completed=done))
+        task = bar.add_task("eval", total=total)
+        yield lambda done, of: bar.update(task, completed=done, total=of)
 
 
 def _one_line(errors: list) -> str:
@@ -300,6 +398,26 @@ def _print_tables(result, gt, json_path: Path | None) -> None:
     console.print(per)
     if any(v == -1 for v in result.stats) or any(v == -1 for v in result.per_class.values()):
         console.print("n/a: undefined (no ground truth there); -1 in --json, as official")
+    if json_path is not None:
+        console.print(f"Metrics written to {json_path}")
+
+
+def _print_tracking_table(track: dict, json_path: Path | None) -> None:
+    """The compact table of `format_tracking_table` (HOTA, DetA, AssA, MOTA/MOTSA, IDSW, IDF1)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sipvis.evaluation import format_tracking_table
+
+    console = Console()
+    header, *rows = format_tracking_table(track)
+    table = Table(title=f"Tracking metrics ({track['format']}, as TrackEval)", title_justify="left")
+    table.add_column(header[0])
+    for name in header[1:]:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
     if json_path is not None:
         console.print(f"Metrics written to {json_path}")
 

@@ -1,15 +1,18 @@
-"""`sipvis eval`: tables, --json, one-line errors, --make-split, and end-to-end GT-as-results scoring."""
+"""`sipvis eval`: tables, --json, one-line errors, --make-split, end-to-end GT-as-results scoring, and the
+tracking metrics (--metrics hota,clear,identity; --format kitti-mots|mots-challenge) through the CLI."""
 
 from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import YTVIS_EVAL, require
+from conftest import MEDIA, SHARED, YTVIS_EVAL, require
 from pycocotools import mask as mask_utils
 
 from sipvis.cli import cli
@@ -245,3 +248,162 @@ def test_bbox_iou_type(tmp_path: Path) -> None:
             "--json", str(tmp_path / "n.json"), "--quiet")
     assert r.exit_code == 0
     assert 0.0 < json.loads((tmp_path / "n.json").read_text())["AP"] < 1.0
+
+
+# ------------------------------------------------------------------------------ tracking metrics
+
+TRACKEVAL = SHARED / "reference" / "trackeval" / "cases"
+
+
+def _errors(r) -> list[str]:
+    return [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+
+
+def _assert_same(got, want, path: str) -> None:
+    """Every field of `want` in `got` (ints exact, floats within 1e-9): the oracle tests' comparison."""
+    from test_tracking_metrics import _compare
+
+    diffs: list[str] = []
+    _compare(got, want, path, diffs)
+    assert not diffs, "\n".join(diffs[:20])
+
+
+@pytest.mark.parametrize("name, args", [
+    ("ytvis_false_positives", ("--gt", "gt.json", "--results", "pred.json")),
+    ("mots_kitti_basic", ("--format", "kitti-mots", "--gt", "gt", "--results", "trackers/tracker/data")),
+])
+def test_tracking_metrics_equal_trackeval(tmp_path: Path, name: str, args: tuple[str, ...]) -> None:
+    case = require(TRACKEVAL / name)
+    args = tuple(str(case / a) if prev in ("--gt", "--results") else a for prev, a in zip(("",) + args, args))
+    out = tmp_path / "m.json"
+    r = run(*args, "--metrics", "hota,clear,identity", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    expected = json.loads((case / "expected.json").read_text())
+    got = json.loads(out.read_text())
+    assert list(got) == ["tracking"]  # no AP asked, no AP written
+    track = got["tracking"]
+    assert track["classes"] == expected["classes"] and track["metrics"] == ["hota", "clear", "identity"]
+    for key in ("combined", "per_sequence", "class_combined"):
+        assert (key in track) == (key in expected), key
+        if key in expected:
+            _assert_same(track[key], expected[key], key)
+    # the compact table: one row per class (and class combinations for YouTube-VIS), headline figures
+    assert "Tracking metrics" in r.stdout and "Per-class AP" not in r.stdout
+    header = next(line for line in r.stdout.splitlines() if "HOTA" in line)
+    mota = "MOTSA" if name.startswith("mots") else "MOTA"
+    assert [c.strip() for c in header.strip("┃ ").split("┃")] == ["class", "HOTA", "DetA", "AssA", mota, "IDSW", "IDF1"]
+    for cls, head in expected["headline"].items():
+        label = {"cls_comb_cls_av": "all (class-averaged)", "cls_comb_det_av": "all (detection-averaged)"}.get(cls, cls)
+        row = next(line for line in r.stdout.splitlines() if f" {label} " in line)
+        assert f"{head['HOTA']:.3f}" in row and f" {head['IDSW']} " in row
+    assert f"Metrics written to {out}" in r.stdout.replace("\n", "")
+
+
+def test_ap_and_hota_in_one_run(tmp_path: Path) -> None:
+    case = require(TRACKEVAL / "ytvis_false_positives")
+    args = ("--gt", str(case / "gt.json"), "--results", str(case / "pred.json"))
+    r = run(*args, "--metrics", "ap,hota", "--json", str(tmp_path / "both.json"))
+    assert r.exit_code == 0, r.output
+    assert "Per-class AP" in r.stdout and "Tracking metrics" in r.stdout
+    assert r.stdout.count("Metrics written to") == 1
+    both = json.loads((tmp_path / "both.json").read_text())
+    assert list(both) == ["stats", *STAT_NAMES, "per_class", "tracking"]
+    assert both["tracking"]["metrics"] == ["hota"] and set(both["tracking"]["combined"]["c1"]) == {"HOTA", "Count"}
+    # the AP part is exactly what --metrics ap (the default) writes
+    r = run(*args, "--json", str(tmp_path / "ap.json"), "--quiet")
+    assert r.exit_code == 0 and r.output == ""
+    ap = json.loads((tmp_path / "ap.json").read_text())
+    assert {k: v for k, v in both.items() if k != "tracking"} == ap
+    expected = json.loads((case / "expected.json").read_text())["combined"]["c1"]["HOTA"]["mean_over_alphas"]
+    assert both["tracking"]["combined"]["c1"]["HOTA"]["mean_over_alphas"]["HOTA"] == pytest.approx(
+        expected["HOTA"], abs=1e-9)
+
+
+def test_tracking_metric_errors_are_one_line(tmp_path: Path) -> None:
+    case = require(TRACKEVAL / "mots_kitti_basic")
+    kitti = ("--format", "kitti-mots", "--gt", str(case / "gt"), "--results", str(case / "trackers/tracker/data"))
+    r = run(*kitti, "--metrics", "hota,mota")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == "Error: --metrics: unknown metric 'mota' (choose from ap, hota, clear, identity)"
+    r = run(*kitti, "--metrics", "ap,hota")
+    assert r.exit_code == 2
+    assert _errors(r) == ["Error: --format kitti-mots has no AP: choose from --metrics hota,clear,identity"]
+    r = run(*kitti, "--split", "test", "--quiet")
+    assert r.exit_code == 1 and len(_errors(r)) == 1 and r.stderr.strip() == _errors(r)[0]
+    assert "sequence map" in r.stderr and str(case / "gt" / "evaluate_mots.seqmap.test") in r.stderr
+    yt = require(TRACKEVAL / "ytvis_false_positives")
+    r = run("--gt", str(yt / "gt.json"), "--results", str(yt / "pred.json"), "--metrics", "hota", "--iou-type", "bbox")
+    assert r.exit_code == 2 and _errors(r) == ["Error: the tracking metrics (hota, clear, identity) need --iou-type segm"]
+    r = run("--gt", str(yt / "gt.json"), "--results", str(yt / "pred.json"), "--split", "val")
+    assert r.exit_code == 2 and _errors(r) == ["Error: --split goes with --format kitti-mots or mots-challenge"]
+
+
+def test_mots_defaults_to_every_tracking_metric(tmp_path: Path) -> None:
+    case = require(TRACKEVAL / "mots_challenge_basic")
+    r = run("--format", "mots-challenge", "--gt", str(case / "gt"), "--results",
+            str(case / "trackers/MOTS-train/tracker/data"), "--json", str(tmp_path / "m.json"), "--quiet")
+    assert r.exit_code == 0 and r.output == ""
+    track = json.loads((tmp_path / "m.json").read_text())["tracking"]
+    assert track["metrics"] == ["hota", "clear", "identity"] and track["format"] == "mots-challenge"
+    expected = json.loads((case / "expected.json").read_text())
+    _assert_same(track["combined"], expected["combined"], "combined")
+
+
+@pytest.mark.slow
+def test_sipvis_track_output_scores_perfectly_against_itself(tmp_path: Path) -> None:
+    """`sipvis track -o x.txt` (bundled demo weights) as both GT and results of a KITTI-MOTS layout:
+    HOTA = MOTA = IDF1 = 1 through `sipvis eval --format kitti-mots`."""
+    src = require(MEDIA / "car-detection.mp4")
+    sipvis = [sys.executable, "-c", "from sipvis.cli import main; main()"]
+    track = subprocess.run([*sipvis, "track", str(src), "--weights", "demo", "--max-frames", "5",
+                            "-o", str(tmp_path / "x.txt"), "--quiet"], capture_output=True, text=True, timeout=900)
+    assert track.returncode == 0, track.stderr
+    text = (tmp_path / "x.txt").read_text()
+    assert text.strip(), "the demo model found nothing to track"
+    gt, res = tmp_path / "gt", tmp_path / "res"
+    (gt / "label_02").mkdir(parents=True)
+    res.mkdir()
+    (gt / "evaluate_mots.seqmap.val").write_text("0000 empty 000000 000004\n")
+    (gt / "label_02" / "0000.txt").write_text(text)
+    (res / "0000.txt").write_text(text)
+    r = subprocess.run([*sipvis, "eval", "--format", "kitti-mots", "--gt", str(gt), "--results", str(res),
+                        "--metrics", "hota,clear,identity", "--json", str(tmp_path / "m.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "MOTSA" in r.stdout
+    track_res = json.loads((tmp_path / "m.json").read_text())["tracking"]
+    scored = [c for c in track_res["classes"] if track_res["combined"][c]["Count"]["GT_Dets"] > 0]
+    assert scored, f"no KITTI-MOTS class (1 car, 2 pedestrian) in the demo model's output: {text[:200]}"
+    for c in scored:
+        m = track_res["combined"][c]
+        assert m["HOTA"]["mean_over_alphas"]["HOTA"] == pytest.approx(1.0, abs=1e-12)
+        assert m["CLEAR"]["MOTA"] == 1.0 and m["CLEAR"]["IDSW"] == 0
+        assert m["Identity"]["IDF1"] == 1.0
+
+
+@pytest.mark.slow
+def test_dataset_run_accepts_metrics(tmp_path: Path) -> None:
+    """`--dataset youtube-vis SPLIT --metrics ...` scores the split's results with the same numbers as
+    `sipvis eval --gt --results` on the files it wrote."""
+    from sipvis.data.synth import SynthConfig, generate
+    from sipvis.evaluation import evaluate_tracking_files
+
+    root = tmp_path / "ytvis"
+    generate(root, SynthConfig(videos=2, frames=4, seed=5, split="holdout", width=320, height=180, clips=False))
+    sipvis = [sys.executable, "-c", "from sipvis.cli import main; main()"]
+    common = [*sipvis, "eval", "--dataset", "youtube-vis", "holdout", "--data-root", str(root), "--weights", "demo",
+              "--device", "cpu", "--out", str(tmp_path / "run")]
+    r = subprocess.run([*common, "--metrics", "ap,hota,identity", "--json", str(tmp_path / "m.json")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "Per-class AP" in r.stdout and "Tracking metrics" in r.stdout and "IDF1" in r.stdout
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert len(m["stats"]) == 12 and m["tracking"]["metrics"] == ["hota", "identity"]
+    want = evaluate_tracking_files("youtube-vis", root / "annotations" / "holdout.json",
+                                   tmp_path / "run" / "results.json", metrics=["hota", "identity"])
+    assert m["tracking"] == json.loads(json.dumps(want))
+    # resumed (nothing left to run), tracking only: no AP in the file
+    r = subprocess.run([*common, "--metrics", "clear", "--json", str(tmp_path / "c.json"), "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert list(json.loads((tmp_path / "c.json").read_text())) == ["tracking"]

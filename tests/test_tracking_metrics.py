@@ -197,7 +197,7 @@ def _write_track(path: Path, frames: int = 6) -> Path:
             boxes = [(1, 0, 2 + 3 * t, 4, 10 + 3 * t, 14), (2, 1, 22 - 3 * t, 6, 30 - 3 * t, 18)]
             if t < frames - 2:
                 boxes.append((5, 1, 12, 18, 16, 23))
-            sink.write(_frame(t, boxes))
+            sink.write(None, _frame(t, boxes))
     return path
 
 
