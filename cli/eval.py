@@ -366,11 +366,9 @@ def _print_issues(issues: list, label: str) -> None:
 def _write_metrics(metrics: dict, path: Path) -> None:
     import json
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise SipvisError(f"cannot write --json {path}: {exc.strerror or exc}") from None
+    from sipvis.io.files import write_text_atomic
+
+    write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
 
 
 def _fmt(v: float) -> str:
