@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from sipvis.cli._model_options import build_segmenter, model_options
+from sipvis.cli.track import tracker_option
 from sipvis.errors import SipvisError
 
 _STAT_LABELS = (
@@ -66,6 +67,7 @@ _MAX_WARNINGS_PER_KIND = 3
 @click.option("--subset", type=int, default=None, help="Only the first N videos of the split (--dataset).")
 @model_options(max_dets=False)
 @click.option("--quiet", is_flag=True, help="No progress bar and no tables (warnings still go to stderr).")
+@tracker_option()
 def command(
     gt_path: Path | None,
     results_path: Path | None,
@@ -89,6 +91,7 @@ def command(
     class_filter: tuple[str, ...],
     score_thr: float | None,
     quiet: bool,
+    tracker: str = "original",
 ) -> None:
     """Score YouTube-VIS results with the official AP/AR, or make a local train/holdout split.
 
@@ -108,7 +111,7 @@ def command(
         run_dataset(split, data_root or Path(f"data/youtube-vis-{year}"), out_dir or Path("runs") / "eval" / split,
                     subset=subset, json_path=json_path, quiet=quiet,
                     model=dict(weights=weights, device=device, precision=precision, batch=batch,
-                               score_thr=score_thr, class_filter=class_filter))
+                               score_thr=score_thr, class_filter=class_filter, tracker=tracker))
         return
     if split is not None:
         raise click.UsageError(f"unexpected argument {split!r}: a SPLIT goes with --dataset youtube-vis")
@@ -141,7 +144,8 @@ def run_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | Non
                                    model["batch"], model["score_thr"], None, model["class_filter"],
                                    progress=not quiet and info.main)
     with _SplitView(quiet, show_bars=not quiet and info.main) as view:
-        results = dr.run_dataset(the_split, segmenter, out_dir, info, progress=view)
+        results = dr.run_dataset(the_split, segmenter, out_dir, info, progress=view,
+                                 tracker=model.get("tracker", "original"))
     if results is None:  # not the first rank: it gathers and scores
         return
     click.echo(f"results: {results}\nCodaLab upload: {out_dir / 'results.zip'}", err=True)
