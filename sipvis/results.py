@@ -24,10 +24,11 @@ class FrameInstances:
             one, learned while tracking it: the original tracker's first-frame quirk (see
             `OriginalTracker.first_frame_scores`), which the YouTube-VIS JSON reproduces. Almost always
             empty; plain data, so the sinks need no tracker.
-        track_classes: {track id: 0-based class} of the tracks in this frame, when the tracker decides a
-            track's class by a vote over its frames (the robust tracker): the latest entry of a track is
-            the class the YouTube-VIS JSON gives it. Empty for the original tracker (the JSON takes the
-            track's most frequent label). Plain data, like `score_corrections`.
+        track_classes: {track id: 0-based class} of the tracks the tracker reported in this frame (before
+            any output filter), when the tracker decides a track's class by a vote over its frames (the
+            robust tracker): the latest entry of a track is the class the YouTube-VIS JSON gives it.
+            Empty for the original tracker (the JSON takes the track's most frequent label). Plain
+            data, like `score_corrections`.
     """
 
     index: int
