@@ -1,5 +1,6 @@
-"""The model options shared by the commands that run a model (`track`, `live`), and the one function that
-turns them into a ready `Segmenter` plus the class filter users asked for.
+"""The model options shared by the commands that run a model (`track`, `live`, `eval`, `bench`, `demo`),
+`--tracker`, and the one function that turns them into a ready `Segmenter` plus the class filter users
+asked for.
 
 Usage in a command::
 
@@ -84,3 +85,22 @@ def class_indices(class_filter: tuple[str, ...] | list[str], class_names: tuple[
     if missing:
         raise SipvisError(f"unknown class {', '.join(missing)}; this model knows: {', '.join(class_names)}")
     return {class_names.index(n) for n in names}
+
+
+TRACKER_HELP = ("Tracker: 'original' is the paper's greedy matching, outputs identical to the authors' code; "
+                "'robust' makes one global assignment per frame (no detection dropped), keeps lost tracks "
+                "30 frames to re-identify them, and names each track by a score-weighted class vote.")
+
+
+def _check_tracker(ctx, param, value: str) -> str:
+    """An unknown `--tracker` is one clear line (a `SipvisError` naming the choices), before any work."""
+    from sipvis.track import new_tracker
+
+    new_tracker(value)
+    return value
+
+
+def tracker_option():
+    """`--tracker original|robust` (default original), shared by track, live, eval, bench and demo."""
+    return click.option("--tracker", default="original", show_default=True, callback=_check_tracker,
+                        metavar="original|robust", help=TRACKER_HELP)

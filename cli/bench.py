@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from sipvis.cli._model_options import tracker_option
+
 RANDOM_NOTE = "random weights: throughput only"
 
 
@@ -55,8 +57,9 @@ def build_bench_segmenter(weights: str | None, device: str, precision: str, batc
 @click.option("--size", default=None, help="Size of the generated clip when no INPUT is given (default 640x360).")
 @click.option("--warmup", default=None, type=int, help="Untimed passes over the first batch (default: 3 on CUDA, 1 on CPU).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Also write the figures to this JSON file.")
+@tracker_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; with --json, no table either.")
-def command(input_spec, weights, device, precision, batch, frames, size, warmup, json_path, quiet) -> None:
+def command(input_spec, weights, device, precision, batch, frames, size, warmup, json_path, tracker, quiet) -> None:
     """Measure the throughput of each pipeline stage (decode, pre-process, network, post-process,
     tracking, render, encode) and of the whole `track` pipeline, to JSON and to JSON + mp4.
 
@@ -94,12 +97,12 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
     if random_weights:
         err.print(f"[yellow]{RANDOM_NOTE}[/]: the default weights are not cached "
                   "(`sipvis weights download` fetches them)", highlight=False)
-    result = _run_with_progress(segmenter, input_spec, frames, dims, warmup, err, quiet)
+    result = _run_with_progress(segmenter, input_spec, frames, dims, warmup, err, quiet, tracker)
 
     result.info = {
         "input": input_spec or f"generated {dims[0]}x{dims[1]} synthetic clip",
         "device": str(dev), **environment(dev), "precision": precision_name(dtype),
-        "batch": segmenter.batch_size,
+        "batch": segmenter.batch_size, "tracker": tracker,
         "weights": weights_label, "random_weights": random_weights,
         "model": f"R{model.cfg.depth} {model.cfg.style}, input up to {model.cfg.max_size[0]}x{model.cfg.max_size[1]}",
     }
@@ -112,7 +115,7 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
         _print_table(result, STAGES, END_TO_END)
 
 
-def _run_with_progress(segmenter, spec, frames, dims, warmup, console, quiet):
+def _run_with_progress(segmenter, spec, frames, dims, warmup, console, quiet, tracker: str = "original"):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sipvis.engine.bench import END_TO_END, run_bench
@@ -123,7 +126,7 @@ def _run_with_progress(segmenter, spec, frames, dims, warmup, console, quiet):
                  (("stages", "stages, one at a time"), (END_TO_END[0], END_TO_END[0]),
                   (END_TO_END[1], END_TO_END[1]))}
         return run_bench(segmenter, spec, frames, dims, warmup,
-                         progress=lambda phase, n: progress.advance(tasks[phase], n))
+                         progress=lambda phase, n: progress.advance(tasks[phase], n), tracker=tracker)
 
 
 def _print_table(result, stages, end_to_end) -> None:
@@ -142,5 +145,5 @@ def _print_table(result, stages, end_to_end) -> None:
                       f"{timing.ms_per_frame:.2f}", end_section=i == len(result.stages) - 1)
     console = Console()
     console.print(table)
-    console.print(f"weights: {info['weights']}; model {info['model']}; "
+    console.print(f"weights: {info['weights']}; model {info['model']}; tracker {info['tracker']}; "
                   f"{result.detections_per_frame:.1f} detections/frame", highlight=False)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from sipvis.cli._model_options import tracker_option
+
 
 @click.command("demo")
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("sipvis-demo"),
@@ -16,9 +18,10 @@ import click
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--score-thr", default=0.3, show_default=True,
               help="Minimum detection score shown and tracked (the model's own default, 0.03, suits AP).")
+@tracker_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(out_dir: Path, seed: int, frames: int, weights: str, device: str, score_thr: float,
-            quiet: bool) -> None:
+            tracker: str, quiet: bool) -> None:
     """Make a synthetic clip (moving textured shapes), segment and track it with the demo model, and
     write an annotated mp4 and YouTube-VIS JSON. Needs no network."""
     from sipvis.data.synth import DEFAULT_CLASSES, SHAPES, SynthConfig, render_video, write_mp4
@@ -40,7 +43,8 @@ def command(out_dir: Path, seed: int, frames: int, weights: str, device: str, sc
     clip = out_dir / "synthetic_clip.mp4"
     write_mp4(clip, clip_frames, cfg.fps)
     outputs = (str(out_dir / "tracked.mp4"), str(out_dir / "tracked.json"))
-    run_all([str(clip)], outputs, (), segmenter, OutputFilter(), FrameRange(), None, trails=True, quiet=quiet)
+    run_all([str(clip)], outputs, (), segmenter, OutputFilter(), FrameRange(), None, trails=True, quiet=quiet,
+            tracker=tracker)
     click.echo(f"input clip:      {clip}")
     click.echo(f"annotated video: {outputs[0]}")
     click.echo(f"results JSON:    {outputs[1]}")

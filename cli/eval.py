@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import click
 
-from sipvis.cli._model_options import build_segmenter, model_options
+from sipvis.cli._model_options import build_segmenter, model_options, tracker_option
 from sipvis.cli._options import split_commas
 from sipvis.errors import SipvisError
 
@@ -81,6 +81,7 @@ _MOTS_FORMATS = ("kitti-mots", "mots-challenge")
 @click.option("--subset", type=int, default=None, help="Only the first N videos of the split (--dataset).")
 @model_options(max_dets=False)
 @click.option("--quiet", is_flag=True, help="No progress bar and no tables (warnings still go to stderr).")
+@tracker_option()
 def command(
     gt_path: Path | None,
     results_path: Path | None,
@@ -107,6 +108,7 @@ def command(
     class_filter: tuple[str, ...],
     score_thr: float | None,
     quiet: bool,
+    tracker: str = "original",
 ) -> None:
     """Score YouTube-VIS results with the official AP/AR, or make a local train/holdout split.
 
@@ -132,7 +134,7 @@ def command(
         run_dataset(split, data_root or Path(f"data/youtube-vis-{year}"), out_dir or Path("runs") / "eval" / split,
                     subset=subset, json_path=json_path, quiet=quiet, metrics=metrics,
                     model=dict(weights=weights, device=device, precision=precision, batch=batch,
-                               score_thr=score_thr, class_filter=class_filter))
+                               score_thr=score_thr, class_filter=class_filter, tracker=tracker))
         return
     if split is not None:
         raise click.UsageError(f"unexpected argument {split!r}: a SPLIT goes with --dataset youtube-vis")
@@ -196,7 +198,8 @@ def run_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | Non
                                    model["batch"], model["score_thr"], None, model["class_filter"],
                                    progress=not quiet and info.main)
     with _SplitView(quiet, show_bars=not quiet and info.main) as view:
-        results = dr.run_dataset(the_split, segmenter, out_dir, info, progress=view)
+        results = dr.run_dataset(the_split, segmenter, out_dir, info, progress=view,
+                                 tracker=model.get("tracker", "original"))
     if results is None:  # not the first rank: it gathers and scores
         return
     click.echo(f"results: {results}\nCodaLab upload: {out_dir / 'results.zip'}", err=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sipvis.cli._model_options import build_segmenter, model_options
+from sipvis.cli._model_options import build_segmenter, model_options, tracker_option
 from sipvis.cli._window import Window as _Window
 from sipvis.cli._window import check_display
 
@@ -33,8 +33,9 @@ KEYS_HELP = "q/Esc quit, space pause, s snapshot, r record"
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--reconnect", type=int, default=5, show_default=True,
               help="Tries to reopen a stream that drops (back-off 1, 2, 4... s) before giving up.")
+@tracker_option()
 def command(camera, source, width, height, fps, realtime, weights, device, precision, class_filter, score_thr,
-            max_dets, no_drop, output, json_path, no_window, duration, reconnect) -> None:
+            max_dets, no_drop, output, json_path, no_window, duration, reconnect, tracker) -> None:
     """Live segmentation and tracking of a camera, stream or file, with bounded latency.
 
     The model always works on the newest frame: when it is slower than the source, frames are dropped,
@@ -72,7 +73,7 @@ def command(camera, source, width, height, fps, realtime, weights, device, preci
         opened[0].close()
         raise
     run(opened, segmenter, keep, realtime=realtime, drop=not no_drop, output=output, json_path=json_path,
-        show_window=not no_window, duration=duration, reconnect=reconnect)
+        show_window=not no_window, duration=duration, reconnect=reconnect, tracker=tracker)
 
 
 def open_input(camera, source, width, height, fps):
@@ -132,7 +133,8 @@ def _device_text(segmenter) -> str:
 
 
 def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: str | None, json_path: str | None,
-        show_window: bool, duration: float | None, reconnect: int, snapshot_dir: str | Path = ".") -> str:
+        show_window: bool, duration: float | None, reconnect: int, snapshot_dir: str | Path = ".",
+        tracker: str = "original") -> str:
     """Run the live loop (`sipvis.engine.live_run.LiveRun`) in a window or headless, printing what happens;
     outputs are finished in every case.
 
@@ -140,6 +142,7 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
         opened: (source, reopen) from `open_input`.
         segmenter, keep_classes: from `build_segmenter`.
         snapshot_dir: where `s` snapshots and `r` recordings without --output go.
+        tracker: 'original' or 'robust'.
 
     Returns the end reason. Raises SipvisError when a camera or stream is lost (after its outputs are saved).
     """
@@ -151,7 +154,7 @@ def run(opened, segmenter, keep_classes, *, realtime: bool, drop: bool, output: 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     live = LiveRun(source, segmenter, keep_classes, reopen=reopen, realtime=realtime, drop=drop, output=output,
                    json_path=json_path, duration=duration, reconnect=reconnect, snapshot_dir=snapshot_dir,
-                   on_event=lambda m: console.print(m))
+                   on_event=lambda m: console.print(m), tracker=tracker)
     hud = _Hud(_device_text(segmenter))
     try:
         view = _LiveView(_Window(WINDOW), live, hud, console) if show_window else None

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from sipvis.cli._model_options import build_segmenter, model_options
+from sipvis.cli._model_options import build_segmenter, model_options, tracker_option
 from sipvis.cli._options import split_commas
 
 FORMATS = ("video", "json", "png", "mots")
-TRACKERS = ("original",)
 
 
 @click.command("track")
@@ -24,8 +23,7 @@ TRACKERS = ("original",)
 @click.option("--start", type=float, default=None, help="Start time in seconds.")
 @click.option("--end", type=float, default=None, help="End time in seconds.")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames per input.")
-@click.option("--tracker", default="original", show_default=True, type=click.Choice(TRACKERS),
-              help="Tracking preset; 'original' matches the authors' code exactly.")
+@tracker_option()
 @click.option("--trails", is_flag=True, help="Draw each track's recent path in the annotated video.")
 @click.option("--fps", type=float, default=None, help="Frame rate of image-sequence inputs (default 30).")
 @click.option("--show", is_flag=True, help="Also show the annotated frames in a window (q or Esc stops).")
@@ -60,11 +58,12 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
     segmenter, keep_classes = build_segmenter(weights, device, precision, batch, score_thr, max_dets, class_filter,
                                               progress=not quiet)
     frame_range = FrameRange(start, end, vid_stride, max_frames)
-    run_all(specs, outputs, formats, segmenter, OutputFilter(keep_classes), frame_range, fps, trails, quiet, show)
+    run_all(specs, outputs, formats, segmenter, OutputFilter(keep_classes), frame_range, fps, trails, quiet, show,
+            tracker=tracker)
 
 
 def run_all(specs, outputs, formats, segmenter, output_filter, frame_range, fps: float | None, trails: bool,
-            quiet: bool, show: bool = False) -> None:
+            quiet: bool, show: bool = False, tracker: str = "original") -> None:
     """Track every input (`sipvis.engine.track_run.track_inputs`) with a progress bar per input, and print
     where the results are."""
     from rich.console import Console
@@ -85,6 +84,7 @@ def run_all(specs, outputs, formats, segmenter, output_filter, frame_range, fps:
                       + ", ".join(str(p) for p in paths.values()), highlight=False)
 
     plan = track_inputs(specs, outputs, formats, segmenter, output_filter, frame_range, fps=fps, trails=trails,
-                        open_window=open_window, progress=frames_bar(console, quiet), on_done=done)
+                        open_window=open_window, progress=frames_bar(console, quiet), on_done=done,
+                        tracker=tracker)
     if plan.json_all is not None:
         console.print(f"results: {plan.json_all}", highlight=False)

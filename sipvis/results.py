@@ -24,6 +24,11 @@ class FrameInstances:
             one, learned while tracking it: the original tracker's first-frame quirk (see
             `OriginalTracker.first_frame_scores`), which the YouTube-VIS JSON reproduces. Almost always
             empty; plain data, so the sinks need no tracker.
+        track_classes: {track id: 0-based class} of the tracks the tracker reported in this frame (before
+            any output filter), when the tracker decides a track's class by a vote over its frames (the
+            robust tracker): the latest entry of a track is the class the YouTube-VIS JSON gives it.
+            Empty for the original tracker (the JSON takes the track's most frequent label). Plain
+            data, like `score_corrections`.
     """
 
     index: int
@@ -37,6 +42,7 @@ class FrameInstances:
     timestamp: float | None = None
     extra: dict = field(default_factory=dict)
     score_corrections: dict[tuple[int, int], float] = field(default_factory=dict)
+    track_classes: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])

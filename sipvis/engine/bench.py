@@ -176,20 +176,21 @@ class _BatchStages:
     """One batch through every stage after decoding, each timed on its own: the segmenter's stages, then
     the renderer and the encoder of the annotated video."""
 
-    def __init__(self, segmenter: Segmenter, clock: _StageClock, writer) -> None:
+    def __init__(self, segmenter: Segmenter, clock: _StageClock, writer, tracker: str = "original") -> None:
         from sipvis.io.render import Renderer
-        from sipvis.track.tracker import OriginalTracker
+        from sipvis.track import new_tracker
 
         self.segmenter, self.clock, self.writer = segmenter, clock, writer
-        self.tracker = OriginalTracker()
+        self.kind = tracker
+        self.tracker = new_tracker(tracker)
         self.renderer = Renderer(segmenter.class_names, alpha=0.5)
 
     def warm_up(self, batch: list[PreparedFrame], rounds: int) -> None:
         """The whole path `rounds` times on `batch`, untimed, with a tracker of its own."""
-        from sipvis.track.tracker import OriginalTracker
+        from sipvis.track import new_tracker
 
         for _ in range(rounds):
-            for _ in self.segmenter.track_prepared(batch, OriginalTracker()):
+            for _ in self.segmenter.track_prepared(batch, new_tracker(self.kind)):
                 pass
         synchronize(self.segmenter.device)
 
@@ -211,9 +212,10 @@ class _BatchStages:
 
 
 def measure_stages(segmenter: Segmenter, spec, frames: int, workdir: Path, warmup: int = 1,
-                   progress: Progress | None = None) -> tuple[list[StageTiming], int, int, float]:
+                   progress: Progress | None = None, tracker: str = "original"
+                   ) -> tuple[list[StageTiming], int, int, float]:
     """Time each stage on the first `frames` frames of `spec` (anything `open_source` opens), batched by
-    `Segmenter.batches`.
+    `Segmenter.batches`, with the tracker `tracker` ('original' or 'robust').
 
     Returns (timings in `STAGES` order, width, height, mean detections per frame).
     """
@@ -227,7 +229,7 @@ def measure_stages(segmenter: Segmenter, spec, frames: int, workdir: Path, warmu
         writer = VideoWriter(workdir / "stages.mp4", source.width, source.height, source.fps, source.time_base,
                              threaded=False)
         try:
-            stages = _BatchStages(segmenter, clock, writer)
+            stages = _BatchStages(segmenter, clock, writer, tracker)
             for i, batch in enumerate(segmenter.batches(_prepared_frames(segmenter, source, clock))):
                 if i == 0 and warmup > 0:
                     stages.warm_up(batch, warmup)
@@ -246,23 +248,23 @@ def measure_stages(segmenter: Segmenter, spec, frames: int, workdir: Path, warmu
 
 
 def measure_end_to_end(segmenter: Segmenter, spec, frames: int, workdir: Path, video: bool,
-                       progress: Progress | None = None) -> StageTiming:
+                       progress: Progress | None = None, tracker: str = "original") -> StageTiming:
     """Run the streaming pipeline (`track_source`) on the first `frames` frames of `spec` into a results
-    JSON (and an annotated mp4 if `video`); the time runs until every output file is closed."""
+    JSON (and an annotated mp4 if `video`), with the tracker `tracker`; the time runs until every output
+    file is closed."""
     from sipvis.engine.pipeline import track_source
     from sipvis.io.inputs import open_source
     from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson
-    from sipvis.track.tracker import OriginalTracker
+    from sipvis.track import new_tracker
 
     name = END_TO_END[1] if video else END_TO_END[0]
     source = open_source(spec, threaded=False, max_frames=frames)
     try:
-        tracker = OriginalTracker()
         sinks = [ResultsJson(workdir / f"{'video' if video else 'json'}.json").video(1)]
         if video:
             sinks.append(AnnotatedVideoSink(workdir / "annotated.mp4", source, segmenter.class_names))
         report = None if progress is None else (lambda n: progress(name, n))
-        stats = track_source(source, segmenter, sinks, tracker, progress=report)
+        stats = track_source(source, segmenter, sinks, new_tracker(tracker), progress=report)
     finally:
         source.close()
     return StageTiming(name, stats.frames, stats.seconds)
@@ -270,7 +272,7 @@ def measure_end_to_end(segmenter: Segmenter, spec, frames: int, workdir: Path, v
 
 def run_bench(segmenter: Segmenter, spec=None, frames: int = 16, size: tuple[int, int] = (640, 360),
               warmup: int | None = None, workdir: str | Path | None = None,
-              progress: Progress | None = None) -> BenchResult:
+              progress: Progress | None = None, tracker: str = "original") -> BenchResult:
     """Measure every stage and the end-to-end pipeline on `frames` frames of `spec`.
 
     Args:
@@ -280,6 +282,7 @@ def run_bench(segmenter: Segmenter, spec=None, frames: int = 16, size: tuple[int
         warmup: untimed passes of the first batch (default 3 on CUDA, 1 on CPU).
         workdir: where the generated clip and the outputs go (default: a temporary folder, removed).
         progress: `progress(phase, n)` after every n frames of each phase.
+        tracker: the tracker timed ('original' or 'robust').
     """
     if warmup is None:
         warmup = 3 if segmenter.device.type == "cuda" else 1
@@ -288,8 +291,8 @@ def run_bench(segmenter: Segmenter, spec=None, frames: int = 16, size: tuple[int
         work.mkdir(parents=True, exist_ok=True)
         if spec is None:
             spec = str(generate_clip(work / "input.mp4", size[0], size[1], frames))
-        stages, width, height, dets = measure_stages(segmenter, spec, frames, work, warmup, progress)
-        e2e = [measure_end_to_end(segmenter, spec, frames, work, video, progress) for video in (False, True)]
+        stages, width, height, dets = measure_stages(segmenter, spec, frames, work, warmup, progress, tracker)
+        e2e = [measure_end_to_end(segmenter, spec, frames, work, video, progress, tracker) for video in (False, True)]
     return BenchResult(stages, e2e, width, height, stages[0].frames, dets)
 
 

@@ -80,8 +80,9 @@ class SplitProgress(Protocol):
 
 
 def run_split(split: Split, segmenter, out_dir: Path, *, rank: int = 0, world: int = 1,
-              progress: SplitProgress | None = None) -> list[Path]:
-    """Track this rank's share of the split's videos into `out_dir/videos/<id>.json`, skipping finished ones.
+              progress: SplitProgress | None = None, tracker: str = "original") -> list[Path]:
+    """Track this rank's share of the split's videos into `out_dir/videos/<id>.json`, skipping finished ones,
+    each with a fresh tracker of kind `tracker` ('original' or 'robust').
 
     Returns the per-video files of this rank (done before or now).
     """
@@ -94,18 +95,19 @@ def run_split(split: Split, segmenter, out_dir: Path, *, rank: int = 0, world: i
             progress.resumed(len(mine) - len(todo), len(mine))
         progress.start(len(todo), sum(len(v["file_names"]) for v in todo))
     for video in todo:
-        _track_video(split, video, segmenter, per_video, progress)
+        _track_video(split, video, segmenter, per_video, progress, tracker)
         if progress is not None:
             progress.video_done()
     return [per_video / f"{v['id']}.json" for v in mine]
 
 
-def _track_video(split: Split, video: dict, segmenter, per_video: Path, progress: SplitProgress | None) -> None:
+def _track_video(split: Split, video: dict, segmenter, per_video: Path, progress: SplitProgress | None,
+                 tracker: str = "original") -> None:
     """One video's tracks into `per_video/<id>.json` (the file appears only once the video is complete)."""
     from sipvis.engine.pipeline import track_source
     from sipvis.io.images import ImageSequenceSource
     from sipvis.io.sinks import ResultsJson
-    from sipvis.track.tracker import OriginalTracker
+    from sipvis.track import new_tracker
 
     files = [split.files.image_dir / name for name in video["file_names"]]
     missing = [f for f in files if not f.is_file()]
@@ -115,8 +117,7 @@ def _track_video(split: Split, video: dict, segmenter, per_video: Path, progress
     # written under a temporary name first: an interrupted video must not count as done
     partial = per_video / f".{video['id']}.partial.json"
     done = per_video / f"{video['id']}.json"
-    tracker = OriginalTracker()
-    track_source(source, segmenter, [ResultsJson(partial).video(video["id"])], tracker,
+    track_source(source, segmenter, [ResultsJson(partial).video(video["id"])], new_tracker(tracker),
                  progress=progress.frames if progress is not None else None)
     if partial.exists():
         partial.replace(done)
@@ -148,7 +149,7 @@ def gather_results(split: Split, out_dir: Path) -> Path:
 
 
 def run_dataset(split: Split, segmenter, out_dir: Path, info: DistInfo | None = None,
-                progress: SplitProgress | None = None) -> Path | None:
+                progress: SplitProgress | None = None, tracker: str = "original") -> Path | None:
     """`sipvis eval --dataset`: this rank's share of the split, then (first rank, once every rank is
     done) results.json + results.zip. Returns the results file on the first rank, None on the others.
 
@@ -156,7 +157,7 @@ def run_dataset(split: Split, segmenter, out_dir: Path, info: DistInfo | None = 
     `sipvis.engine.distributed.rank_device`.
     """
     info = info or DistInfo.from_env()
-    run_split(split, segmenter, out_dir, rank=info.rank, world=info.world_size, progress=progress)
+    run_split(split, segmenter, out_dir, rank=info.rank, world=info.world_size, progress=progress, tracker=tracker)
     if info.enabled:
         barrier()
         if not info.main:

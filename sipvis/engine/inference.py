@@ -22,7 +22,7 @@ from sipvis.model.postprocess import postprocess as decode_detections
 from sipvis.model.preprocess import normalize_and_pad, resize_frame
 from sipvis.model.sipmask import SipMaskVIS
 from sipvis.results import FrameInstances
-from sipvis.track.tracker import OriginalTracker, visible_detections
+from sipvis.track import OriginalTracker, RobustTracker, Tracker, visible_detections
 from sipvis.weights import DownloadProgress
 
 
@@ -184,41 +184,62 @@ class Segmenter:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def track(self, frames: Iterable[np.ndarray | PreparedFrame], tracker: OriginalTracker | None = None
+    def track(self, frames: Iterable[np.ndarray | PreparedFrame], tracker: Tracker | None = None
               ) -> Iterator[FrameInstances]:
-        """Segment and track one video. Frames are taken in order, `batch_size` at a time."""
+        """Segment and track one video. Frames are taken in order, `batch_size` at a time.
+
+        `tracker`: an `OriginalTracker` (the default) or a `RobustTracker` (`sipvis.track.new_tracker`),
+        fresh for each video."""
         prepared = (f if isinstance(f, PreparedFrame) else self.prepare(f, i) for i, f in enumerate(frames))
         for _, instances in self.track_prepared(prepared, tracker or OriginalTracker()):
             yield instances
 
-    def track_prepared(self, frames: Iterable[PreparedFrame], tracker: OriginalTracker
+    def track_prepared(self, frames: Iterable[PreparedFrame], tracker: Tracker
                        ) -> Iterator[tuple[PreparedFrame, FrameInstances]]:
         """Like `track`, for frames already prepared, yielding each frame with its instances."""
         for batch in self.batches(frames):
             yield from self.assign_tracks(batch, self.detect(batch), tracker)
 
-    def assign_tracks(self, batch: list[PreparedFrame], dets: Detections, tracker: OriginalTracker
+    def assign_tracks(self, batch: list[PreparedFrame], dets: Detections, tracker: Tracker
                       ) -> Iterator[tuple[PreparedFrame, FrameInstances]]:
         """The tracker on a batch's detections, frame by frame, and the hand-over to the host: yields each
-        frame with its `FrameInstances` (1-based track ids; detections the tracker hides left out)."""
+        frame with its `FrameInstances` (1-based track ids; detections the tracker hides left out).
+
+        The original tracker works on the device copies (its calls are the authors'); the robust one on
+        the host copies the batch makes anyway (no further sync per frame), and its frames report each
+        track's voted class (`labels`, `track_classes`)."""
         counts = dets.valid.sum(1).tolist()  # valid slots come first: one sync per batch
         k = max(counts)
-        # results cross to the host once per batch; the tracker works on the device copies
+        # results cross to the host once per batch
         boxes, scores, labels, masks = (t[:, :k].cpu().numpy() for t in (dets.boxes, dets.scores, dets.labels,
                                                                           dets.masks))
+        robust = isinstance(tracker, RobustTracker)
+        # a model without a tracking branch has embeddings of width 0 (or none): the robust tracker
+        # then matches on overlap and class only
+        emb = dets.embeddings[:, :k].cpu().numpy() if robust and dets.embeddings is not None else None
         for b, frame in enumerate(batch):
             n = counts[b]
-            ids = tracker.update(dets.boxes[b, :n], dets.scores[b, :n], dets.labels[b, :n],
-                                 dets.embeddings[b, :n], frame.index)
+            if robust:
+                ids = tracker.update(boxes[b, :n], scores[b, :n], labels[b, :n],
+                                     None if emb is None else emb[b, :n], frame.index, masks=masks[b, :n])
+            else:
+                ids = tracker.update(dets.boxes[b, :n], dets.scores[b, :n], dets.labels[b, :n],
+                                     dets.embeddings[b, :n], frame.index)
             keep = visible_detections(ids)
+            track_ids = np.asarray([ids[i] + 1 for i in keep], dtype=np.int64)
+            frame_labels, classes = labels[b, keep], {}
+            if robust:
+                frame_labels = np.asarray(tracker.voted_labels(ids), dtype=np.int64)[keep]
+                classes = dict(zip(track_ids.tolist(), frame_labels.tolist()))
             yield frame, FrameInstances(
                 index=frame.index,
                 height=frame.original[0],
                 width=frame.original[1],
                 boxes=boxes[b, keep],
                 scores=scores[b, keep],
-                labels=labels[b, keep],
-                track_ids=np.asarray([ids[i] + 1 for i in keep], dtype=np.int64),
+                labels=frame_labels,
+                track_ids=track_ids,
                 masks=masks[b, keep],
                 timestamp=frame.timestamp,
+                track_classes=classes,
             )

@@ -41,7 +41,7 @@ from sipvis.engine.pipeline import OutputFilter, ScoreCorrections
 from sipvis.errors import SipvisError
 from sipvis.io.source import Frame, FrameSource
 from sipvis.results import FrameInstances
-from sipvis.track.tracker import OriginalTracker
+from sipvis.track import OriginalTracker, Tracker
 
 RECONNECT_ATTEMPTS = 5  # tries to reopen a dropped network stream before giving up
 RECONNECT_FIRST_DELAY_S = 1.0  # doubled after every failed try
@@ -223,8 +223,9 @@ class LiveStream:
             (`source.is_live`) are never paced.
         reopen: opens the source again after a network stream drops (None: no reconnection).
         output_filter: applied to each frame's instances after tracking.
-        tracker: tracker state (a new `OriginalTracker` by default); its first-frame quirk reaches the
-            results as `FrameInstances.score_corrections` (see `pipeline.ScoreCorrections`).
+        tracker: tracker state (a new `OriginalTracker` by default, or a `RobustTracker`); the original's
+            first-frame quirk reaches the results as `FrameInstances.score_corrections` (see
+            `pipeline.ScoreCorrections`).
         on_event: called with one-line messages (reconnecting, camera lost), from the capture thread.
         reconnect_attempts, reconnect_delay: tries and first back-off delay (doubled each try, at most 16 s).
 
@@ -233,7 +234,7 @@ class LiveStream:
 
     def __init__(self, source: FrameSource, segmenter: Segmenter, *, drop: bool = True, realtime: bool = False,
                  reopen: Callable[[], FrameSource] | None = None, output_filter: OutputFilter | None = None,
-                 tracker: OriginalTracker | None = None, on_event: Callable[[str], None] | None = None,
+                 tracker: Tracker | None = None, on_event: Callable[[str], None] | None = None,
                  reconnect_attempts: int = RECONNECT_ATTEMPTS, reconnect_delay: float = RECONNECT_FIRST_DELAY_S,
                  result_queue: int = 2) -> None:
         self.source = source

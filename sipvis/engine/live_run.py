@@ -31,6 +31,7 @@ from sipvis.io.camera import CameraSource
 from sipvis.io.render import Renderer
 from sipvis.io.sinks import Recorder, ResultsJson, SnapshotSink, Sink
 from sipvis.io.source import Frame, FrameSource
+from sipvis.track import new_tracker
 
 STATUS_EVERY_S = 1.0
 ARRIVAL_CLOCK = Fraction(1, 1000)  # recordings of cameras and streams count milliseconds of arrival
@@ -97,6 +98,7 @@ class LiveRun:
         duration: stop after this many seconds; reconnect: tries to reopen a stream that drops.
         snapshot_dir: where snapshots and recordings without `output` go.
         on_event: one-line messages of the stream (reconnecting...), from the capture thread.
+        tracker: 'original' or 'robust' (`sipvis.track.new_tracker`).
 
     Outputs are finished whatever ends the run. `run()` returns the end reason and raises SipvisError
     when a camera or stream is lost (after its outputs are saved).
@@ -106,15 +108,16 @@ class LiveRun:
                  reopen: Callable[[], FrameSource] | None = None, realtime: bool = False, drop: bool = True,
                  output: str | Path | None = None, json_path: str | Path | None = None,
                  duration: float | None = None, reconnect: int = RECONNECT_ATTEMPTS,
-                 snapshot_dir: str | Path = ".", on_event: Callable[[str], None] | None = None) -> None:
+                 snapshot_dir: str | Path = ".", on_event: Callable[[str], None] | None = None,
+                 tracker: str = "original") -> None:
         self.source = source
         self.output = output
         self.duration = duration
         # drop frames where they arrive on their own clock; a file read as fast as possible can wait for the model
         live_clock = source.is_live or realtime
         self.stream = LiveStream(source, segmenter, drop=drop and live_clock, realtime=realtime, reopen=reopen,
-                                 output_filter=OutputFilter(keep_classes), on_event=on_event,
-                                 reconnect_attempts=reconnect)
+                                 output_filter=OutputFilter(keep_classes), tracker=new_tracker(tracker),
+                                 on_event=on_event, reconnect_attempts=reconnect)
         self.renderer = Renderer(segmenter.class_names, alpha=0.5)
         # a file played through keeps its own timestamps; a camera or stream records its arrival times
         source_clock = None if source.is_live else source.time_base

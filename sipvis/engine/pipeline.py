@@ -20,7 +20,7 @@ from sipvis.io.background import BackgroundWorker, threaded_iter
 from sipvis.io.sinks import Sink, StopRequested
 from sipvis.io.source import Frame, FrameSource
 from sipvis.results import FrameInstances
-from sipvis.track.tracker import OriginalTracker
+from sipvis.track import OriginalTracker, Tracker
 
 __all__ = ["OutputFilter", "RunStats", "ScoreCorrections", "Sink", "StopRequested", "track_source"]
 
@@ -51,13 +51,16 @@ class ScoreCorrections:
     """Hands the original tracker's first-frame quirk to the sinks as plain data (see
     `OriginalTracker.first_frame_scores`): called with each frame's instances right after the tracker
     has seen that frame, it adds the first-frame scores overwritten since the previous call as
-    `score_corrections` {(first frame index, 1-based track id): score}."""
+    `score_corrections` {(first frame index, 1-based track id): score}. Other trackers have no such
+    quirk: their instances pass unchanged."""
 
-    def __init__(self, tracker: OriginalTracker) -> None:
+    def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
         self._sent: dict[int, float] = {}
 
     def __call__(self, instances: FrameInstances) -> FrameInstances:
+        if not isinstance(self.tracker, OriginalTracker):
+            return instances
         changed = {t: s for t, s in self.tracker.first_frame_scores.items() if self._sent.get(t) != s}
         if not changed:
             return instances
@@ -78,12 +81,12 @@ class RunStats:
 
 
 def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink],
-                 tracker: OriginalTracker | None = None, output_filter: OutputFilter | None = None,
+                 tracker: Tracker | None = None, output_filter: OutputFilter | None = None,
                  progress=None, queue_size: int = 8) -> RunStats:
     """Run one input through the model into `sinks`. `progress(n)` is called after every n frames.
 
     `source` should be opened with `threaded=False`: decoding and the host-side resize share one
-    reader thread here.
+    reader thread here. `tracker`: fresh state for this input (default: a new `OriginalTracker`).
     """
     tracker = tracker or OriginalTracker()
     output_filter = output_filter or OutputFilter()

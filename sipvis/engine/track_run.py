@@ -29,7 +29,7 @@ from sipvis.io.inputs import open_source
 from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink
 from sipvis.io.source import FrameRange, FrameSource
 from sipvis.io.video_writer import CONTAINERS
-from sipvis.track.tracker import OriginalTracker
+from sipvis.track import new_tracker
 
 # what a file `-o` holds, by extension (every video container the writer knows is a video)
 FILE_KINDS = {**{suffix: "video" for suffix in CONTAINERS}, ".json": "json", ".txt": "mots"}
@@ -91,7 +91,8 @@ def unique_names(names: list[str]) -> list[str]:
 def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str], segmenter: Segmenter,
                  output_filter: OutputFilter | None = None, frame_range: FrameRange = FrameRange(), *,
                  fps: float | None = None, trails: bool = False, open_window: OpenWindow | None = None,
-                 progress: Progress | None = None, on_done: OnDone | None = None) -> OutputPlan:
+                 progress: Progress | None = None, on_done: OnDone | None = None,
+                 tracker: str = "original") -> OutputPlan:
     """Track every input of `specs` (from `expand_inputs`) into the outputs planned from `outputs` and
     `formats` (see `plan_outputs`); returns the plan.
 
@@ -101,7 +102,9 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
         trails: draw each track's recent path in annotated videos.
         open_window: `open_window(source)` builds a window to show the input's annotated frames in (q stops).
         progress, on_done: see the module docstring.
+        tracker: 'original' or 'robust' (`sipvis.track.new_tracker`); each input gets a fresh one.
     """
+    new_tracker(tracker)  # an unknown name fails before any input is opened
     progress = progress or (lambda source: contextlib.nullcontext())
     sources: list[FrameSource] = []
     try:
@@ -114,7 +117,7 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
             sinks = _open_sinks(source, paths, segmenter.class_names, trails, open_window,
                                 shared_json.video(video_id) if shared_json is not None else None)
             with progress(source) as advance:
-                stats = track_source(source, segmenter, sinks, OriginalTracker(), output_filter, progress=advance)
+                stats = track_source(source, segmenter, sinks, new_tracker(tracker), output_filter, progress=advance)
             if on_done is not None:
                 on_done(source, stats, paths)
         return plan

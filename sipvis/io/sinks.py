@@ -116,7 +116,8 @@ class VideoJsonSink:
 
     `first_frame_quirk` applies the `score_corrections` the frames carry (the original tracker's
     first-frame score overwrite, see `FrameInstances`), which the reference outputs of the original
-    code contain.
+    code contain. A track's category is its latest `track_classes` entry when the frames carry one
+    (the robust tracker's class vote), else its most frequent label.
     """
 
     def __init__(self, target: ResultsJson, video_id: int, first_frame_quirk: bool = True) -> None:
@@ -125,18 +126,20 @@ class VideoJsonSink:
         self.first_frame_quirk = first_frame_quirk
         self._positions: dict[int, int] = {}  # frame index -> position in `segmentations`
         self._corrections: dict[tuple[int, int], float] = {}
+        self._classes: dict[int, int] = {}  # track id -> latest voted class
 
     def write(self, frame: Frame | None, instances: FrameInstances) -> None:
         self._positions[instances.index] = self.builder.num_frames
         self.builder.add(instances)
         self._corrections.update(instances.score_corrections)
+        self._classes.update(instances.track_classes)
 
     def close(self) -> None:
         overrides = {}
         if self.first_frame_quirk:
             overrides = {(self._positions[index], track_id): score
                          for (index, track_id), score in self._corrections.items() if index in self._positions}
-        self.target.add(self.builder.results(overrides))
+        self.target.add(self.builder.results(overrides, self._classes))
 
 
 class Recorder:

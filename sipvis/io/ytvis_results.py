@@ -24,7 +24,8 @@ def encode_rle(mask: np.ndarray) -> dict:
 
 class VideoResultsBuilder:
     """Collects one video's frames and aggregates them per track as the original does:
-    score = mean of the track's per-frame scores, category = 1 + most frequent label (ties: smallest).
+    score = mean of the track's per-frame scores, category = 1 + most frequent label (ties: smallest),
+    unless `results` is given the track's class (a tracker's vote, `FrameInstances.track_classes`).
 
     Args:
         video_id: the id written into every entry (1-based, as YouTube-VIS).
@@ -45,17 +46,21 @@ class VideoResultsBuilder:
             track["labels"].append(int(frame.labels[i]))
             track["segms"][position] = encode_rle(frame.masks[i])
 
-    def results(self, score_overrides: dict[tuple[int, int], float] | None = None) -> list[dict]:
+    def results(self, score_overrides: dict[tuple[int, int], float] | None = None,
+                classes: dict[int, int] | None = None) -> list[dict]:
         """Entries ordered by track id. `score_overrides[(position, track_id)]` replaces a frame's score
-        before averaging (used to reproduce the original's first-frame quirk, see OriginalTracker)."""
+        before averaging (used to reproduce the original's first-frame quirk, see OriginalTracker).
+        `classes[track_id]` (0-based) is the category of a track that has one there (the robust
+        tracker's final class vote) instead of its most frequent label."""
         overrides = score_overrides or {}
+        classes = classes or {}
         entries = []
         for track_id in sorted(self._tracks):
             track = self._tracks[track_id]
             scores = [overrides.get((pos, track_id), s) for pos, s in track["scores"].items()]
             entries.append({
                 "video_id": self.video_id,
-                "category_id": int(np.bincount(track["labels"]).argmax()) + 1,
+                "category_id": int(classes.get(track_id, np.bincount(track["labels"]).argmax())) + 1,
                 "score": float(np.mean(scores)),
                 "segmentations": [track["segms"].get(p) for p in range(self.num_frames)],
             })
