@@ -17,6 +17,8 @@ video id not in the GT                error       official: AssertionError. ``un
                                                   drops them with a warning instead.
 0-based video ids (GT starts at 1)    error       the message says to add 1 to every video_id
 polygon or malformed RLE in results   error       official: TypeError
+RLE counts not decodable, or runs     error       official: hangs or reads past the string (pycocotools)
+not adding up to height x width
 uncompressed RLE in results           warning     accepted (converted); official: TypeError
 empty results list                    warning     every AP/AR is 0 where GT exists (official: crash)
 unknown category id                   warning     dropped, as the official code does silently
@@ -131,8 +133,12 @@ class MaskStore:
         self.rles.append(rle)
         return len(self.rles) - 1
 
-    def finalize(self) -> None:
-        """Convert uncompressed RLEs, compute areas and sizes. Raises SipvisError on bad counts."""
+    def finalize(self, locate=None) -> None:
+        """Convert uncompressed RLEs, check every counts string, compute areas and sizes.
+
+        Raises SipvisError on bad counts, naming the mask with `locate(index)` (a callable giving e.g.
+        ``results[3].segmentations[7]``) or, for an uncompressed RLE, where it was added.
+        """
         if self._uncompressed:
             converted = []
             for i in self._uncompressed:
@@ -151,9 +157,82 @@ class MaskStore:
             for i, rle in zip(self._uncompressed, mask_utils.frPyObjects(converted, 0, 0)):
                 self.rles[i] = rle
             self._uncompressed = []
+        # before any pycocotools call that walks the runs: runs past the frame make it loop for ages
+        bad = compressed_rle_problems(self.rles)
+        if bad:
+            i, why = bad[0]
+            name = locate(i) if locate is not None else None
+            if name is None:
+                entry, t = self._where.get(i, (f"mask #{i}", -1))
+                name = entry if t < 0 else f"{entry}.segmentations[{t}]"
+            more = f" (and {len(bad) - 1} more such masks)" if len(bad) > 1 else ""
+            raise SipvisError(f"{name}: {why}{more}")
         self.area = rle_areas(self.rles)
         self.height = np.fromiter((r["size"][0] for r in self.rles), dtype=np.int64, count=len(self.rles))
         self.width = np.fromiter((r["size"][1] for r in self.rles), dtype=np.int64, count=len(self.rles))
+
+
+MAX_RUN_CHARS = 6  # 30 bits: pycocotools shifts an int by 5 per character, so longer runs overflow
+
+
+def compressed_rle_problems(rles: list[dict]) -> list[tuple[int, str]]:
+    """[(index, why)] of the RLEs whose compressed counts pycocotools would misread, in index order.
+
+    A counts string (pycocotools' ``rleToString`` format) holds each run length in characters
+    48..111: 5 bits each, least significant first, bit 0x20 = "more characters follow", bit 0x10 of
+    the last one = negative; from the fourth run on, the value is a difference to the run two before.
+    Wrong: characters outside that range, a run cut off at the end of the string, runs of more than
+    `MAX_RUN_CHARS` characters, and runs (as pycocotools' unsigned 32-bit counts) whose sum is not
+    height x width (a negative run becomes ~4e9 pixels). Decoded for all strings at once in numpy.
+    """
+    idx = [i for i, r in enumerate(rles) if type(r["counts"]) in (str, bytes)]
+    if not idx:
+        return []
+    parts = [c.encode("utf-8", "surrogatepass") if type(c) is str else c for c in (rles[i]["counts"] for i in idx)]
+    n = len(idx)
+    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=n)
+    v = np.frombuffer(b"".join(parts), dtype=np.uint8).astype(np.int64) - 48
+    owner = np.repeat(np.arange(n), lengths)
+    why: dict[int, str] = {}
+
+    def mark(flags: np.ndarray, text: str) -> None:
+        for k in np.flatnonzero(flags):
+            why.setdefault(int(k), text)
+
+    outside = (v < 0) | (v > 63)
+    mark(np.bincount(owner[outside], minlength=n) > 0,
+         "counts is not a compressed RLE string (characters outside '0'..'o')")
+    v[outside] = 0
+    more = (v & 0x20) != 0
+    last = np.cumsum(lengths)[lengths > 0] - 1  # each non-empty string's last character
+    cut = np.zeros(n, dtype=bool)
+    cut[owner[last]] = more[last]
+    mark(cut, "counts ends in the middle of a run length")
+    ends = ~more
+    ends[last] = True  # a run never continues into the next string
+    gend = np.flatnonzero(ends)
+    gstart = np.concatenate(([0], gend[:-1] + 1))
+    glen = gend - gstart + 1
+    gowner = owner[gend]
+    mark(np.bincount(gowner[glen > MAX_RUN_CHARS], minlength=n) > 0, "counts holds a run longer than any image")
+    shift = 5 * np.minimum(np.arange(len(v)) - np.repeat(gstart, glen), MAX_RUN_CHARS)
+    x = np.add.reduceat((v & 0x1F) << shift, gstart) if len(v) else np.zeros(0, np.int64)
+    x -= ((v[gend] & 0x10) != 0).astype(np.int64) << (5 * np.minimum(glen, MAX_RUN_CHARS + 1))
+    # runs 0, 1 and 2 of each string are absolute; run m > 2 adds run m - 2: two cumulative sums
+    # (even and odd positions), restarted at each string's runs 0/1/2
+    ngroups = np.bincount(gowner, minlength=n)
+    m = np.arange(len(x)) - np.repeat(np.cumsum(ngroups) - ngroups, ngroups)
+    counts = np.empty_like(x)
+    for parity in (0, 1):
+        sel = np.flatnonzero(m % 2 == parity)
+        total = np.cumsum(x[sel])
+        restart = np.maximum.accumulate(np.where(m[sel] <= 2, np.arange(len(sel)), 0))
+        counts[sel] = total - (total - x[sel])[restart]
+    counts &= 0xFFFFFFFF
+    area = np.array([float(rles[i]["size"][0]) * float(rles[i]["size"][1]) for i in idx])
+    mark(np.bincount(gowner, weights=counts.astype(np.float64), minlength=n) != area,
+         "its run lengths do not add up to height x width (the RLE does not fit its 'size')")
+    return [(idx[k], why[k]) for k in sorted(why)]
 
 
 def rle_areas(rles: list[dict]) -> np.ndarray:
@@ -501,12 +580,21 @@ def parse_results(
                             "they are ignored, as official", i0))
     if not any(x.level == "error" for x in issues):
         try:
-            masks.finalize()
+            masks.finalize(functools.partial(_locate_mask, tracks))
         except SipvisError as exc:
             issues.append(Issue("error", IssueKind.SCHEMA, str(exc)))
             return Results(tracks, masks, issues)
         _finish_results(tracks, masks, iou_type)
     return Results(tracks, masks, issues)
+
+
+def _locate_mask(tracks: list[Track], index: int) -> str | None:
+    """``results[i].segmentations[t]`` of mask `index` (result tracks have ann_id = i + 1)."""
+    for tr in tracks:
+        hit = np.flatnonzero(tr.mask_idx == index)
+        if hit.size:
+            return f"results[{tr.ann_id - 1}].segmentations[{int(tr.frames[hit[0]])}]"
+    return None
 
 
 def _parse_result(i: int, res: Any, gt: GroundTruth, iou_type: IouType, masks: MaskStore, issues: list[Issue],
