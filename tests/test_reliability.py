@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 
 from sipvis.io import MediaWarning
 from sipvis.io.video import VideoSource
+from models import tiny_checkpoint
 
 
 # -- item 5: a truncated video delivers every frame FFmpeg can decode -------------------------------------
@@ -134,3 +135,95 @@ def test_eval_refuses_pathological_json_in_one_line(tmp_path: Path, text: str, w
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and why in errors[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+# -- item 7: untrusted files are data, never code -----------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this creates the file named `marker`: what a hostile `last.pt` would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_refuses_a_pickle_that_runs_code(tmp_path: Path) -> None:
+    import torch
+
+    from sipvis.errors import SipvisError
+    from sipvis.training.checkpoints import load_state, resume_path
+
+    marker = tmp_path / "pwned"
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    torch.save({"format": "sipvis-train", "optimizer": {}, "rng": _Payload(marker)}, ckpt_dir / "last.pt")
+    with pytest.raises(SipvisError, match="refusing to resume from .*last.pt: it holds Python objects"):
+        load_state(resume_path("last", ckpt_dir))
+    assert not marker.exists()
+
+
+def test_checkpoint_written_today_and_by_older_versions_resumes(tmp_path: Path) -> None:
+    import random
+
+    import torch
+
+    from sipvis.training.checkpoints import load_state, rng_state, save_state, set_rng_state
+
+    np.random.seed(3)
+    random.seed(4)
+    save_state({"optimizer": {"state": {}}, "rng": rng_state()}, tmp_path / "new.pt")
+    expected = (np.random.rand(3), random.random())
+    set_rng_state(load_state(tmp_path / "new.pt")["rng"])
+    assert np.array_equal(np.random.rand(3), expected[0]) and random.random() == expected[1]
+    # before: the numpy state as numpy.random.get_state()'s tuple with an array in it
+    np.random.seed(5)
+    old = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    torch.save({"optimizer": {}, "rng": old}, tmp_path / "old.pt")
+    expected_old = np.random.rand(3)
+    set_rng_state(load_state(tmp_path / "old.pt")["rng"])
+    assert np.array_equal(np.random.rand(3), expected_old)
+
+
+def _sipvis(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from sipvis.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("depth", 51, "depth must be one of 18, 34, 50, 101, got 51"),
+    ("depth", "50", "depth must be one of 18, 34, 50, 101, got '50'"),
+    ("max_size", [640], "max_size must be two positive integers [long, short], got [640]"),
+    ("max_size", 640, "max_size must be two positive integers [long, short], got 640"),
+    ("score_thr", "0.3", "score_thr must be a finite number in [0, 1], got '0.3'"),
+    ("score_thr", 2, "score_thr must be a finite number in [0, 1], got 2"),
+])
+def test_sidecar_with_a_bad_value_is_one_error_line(tmp_path: Path, field: str, value, why: str) -> None:
+    weights = tiny_checkpoint(tmp_path)
+    sidecar = weights.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["model"][field] = value
+    sidecar.write_text(json.dumps(meta))
+    r = _sipvis("weights", "info", str(weights))
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and str(sidecar) in errors[0] and why in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_toml_model_values_are_checked_naming_the_file(tmp_path: Path) -> None:
+    from sipvis.errors import SipvisError
+    from sipvis.training.config import load_config
+
+    path = tmp_path / "run.toml"
+    path.write_text("[model]\ndepth = 51\nscore_thr = nan\n")
+    with pytest.raises(SipvisError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert "depth must be one of 18, 34, 50, 101, got 51" in message and "score_thr must be a finite number" in message
+    path.write_text("[train]\nlr = inf\n")
+    with pytest.raises(SipvisError, match=r"\[train\] lr must be a finite number, got inf"):
+        load_config(path)
