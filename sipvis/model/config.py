@@ -120,7 +120,7 @@ def _ints(x, n: int | None = None, low: int = 1) -> bool:
 
 _AT_LEAST = {"backbone_width": 1, "fpn_channels": 1, "head_channels": 1, "num_bases": 1, "track_channels": 1,
              "basis_channels": 1, "size_divisor": 1, "nms_pre": 1, "nms_top_k": 1, "max_per_img": 1,
-             "cls_convs": 0, "reg_convs": 0, "track_convs": 0, "frozen_stages": 0}
+             "cls_convs": 0, "reg_convs": 0, "track_convs": 0, "frozen_stages": -1}
 
 
 def config_problems(d: dict) -> list[str]:
