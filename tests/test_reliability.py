@@ -101,7 +101,7 @@ def _sipvis_eval(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(("counts", "why"), [
     ("0o`0o`0o`0o`0o`0", "do not add up to height x width"),  # runs far past the 48-pixel frame
-    ("2O", "do not add up to height x width"),  # a negative run: ~4e9 pixels as pycocotools' uint32
+    ("2O", "negative run length"),  # ~4e9 pixels as pycocotools' unsigned 32-bit count
     ("hello world!", "not a compressed RLE string"),
     ("1d", "ends in the middle of a run length"),
 ])
