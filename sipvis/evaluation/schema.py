@@ -17,6 +17,8 @@ video id not in the GT                error       official: AssertionError. ``un
                                                   drops them with a warning instead.
 0-based video ids (GT starts at 1)    error       the message says to add 1 to every video_id
 polygon or malformed RLE in results   error       official: TypeError
+RLE counts not decodable, or runs     error       official: hangs or reads past the string (pycocotools)
+not adding up to height x width
 uncompressed RLE in results           warning     accepted (converted); official: TypeError
 empty results list                    warning     every AP/AR is 0 where GT exists (official: crash)
 unknown category id                   warning     dropped, as the official code does silently
@@ -131,29 +133,131 @@ class MaskStore:
         self.rles.append(rle)
         return len(self.rles) - 1
 
-    def finalize(self) -> None:
-        """Convert uncompressed RLEs, compute areas and sizes. Raises SipvisError on bad counts."""
+    def finalize(self, locate=None) -> None:
+        """Check every counts string, convert uncompressed RLEs, compute areas and sizes.
+
+        Raises SipvisError on bad counts, naming the mask with `locate(index)` (a callable giving e.g.
+        ``results[3].segmentations[7]``) or, for an uncompressed RLE, where it was added.
+        """
+        # before any pycocotools call that walks the runs: runs past the frame make it loop for ages
+        # (uncompressed counts are skipped here and checked as they are converted)
+        bad = compressed_rle_problems(self.rles)
+        if bad:
+            i, why = bad[0]
+            more = f" (and {len(bad) - 1} more such masks)" if len(bad) > 1 else ""
+            raise SipvisError(f"{self._name(i, locate)}: {why}{more}")
         if self._uncompressed:
-            converted = []
-            for i in self._uncompressed:
-                rle = self.rles[i]
-                try:
-                    # array.array reads a list of ints ~3x faster than np.array, and pycocotools
-                    # copies a uint32 ndarray without a per-element Python conversion
-                    counts = np.frombuffer(array.array("I", rle["counts"]), dtype=np.uint32)
-                    size = [int(rle["size"][0]), int(rle["size"][1])]
-                except (TypeError, ValueError, OverflowError):
-                    entry, t = self._where.get(i, ("an RLE", -1))
-                    raise SipvisError(f"{entry}.segmentations[{t}]: an uncompressed RLE needs 'size' [h, w] "
-                                      "and 'counts', a list of non-negative integers") from None
-                converted.append({"size": size, "counts": counts})
-            # frPyObjects on uncompressed RLEs uses each one's own size (as the official annToRLE does)
-            for i, rle in zip(self._uncompressed, mask_utils.frPyObjects(converted, 0, 0)):
-                self.rles[i] = rle
-            self._uncompressed = []
+            self._convert_uncompressed()
         self.area = rle_areas(self.rles)
         self.height = np.fromiter((r["size"][0] for r in self.rles), dtype=np.int64, count=len(self.rles))
         self.width = np.fromiter((r["size"][1] for r in self.rles), dtype=np.int64, count=len(self.rles))
+
+    def _name(self, i: int, locate) -> str:
+        name = locate(i) if locate is not None else None
+        if name is None:
+            entry, t = self._where.get(i, (f"mask #{i}", -1))
+            name = entry if t < 0 else f"{entry}.segmentations[{t}]"
+        return name
+
+    def _convert_uncompressed(self) -> None:
+        converted = []
+        for i in self._uncompressed:
+            rle = self.rles[i]
+            try:
+                # array.array reads a list of ints ~3x faster than np.array, and pycocotools
+                # copies a uint32 ndarray without a per-element Python conversion
+                counts = np.frombuffer(array.array("I", rle["counts"]), dtype=np.uint32)
+                size = [int(rle["size"][0]), int(rle["size"][1])]
+            except (TypeError, ValueError, OverflowError):
+                entry, t = self._where.get(i, ("an RLE", -1))
+                raise SipvisError(f"{entry}.segmentations[{t}]: an uncompressed RLE needs 'size' [h, w] "
+                                  "and 'counts', a list of non-negative integers") from None
+            if int(counts.sum(dtype=np.int64)) != size[0] * size[1]:
+                raise SipvisError(f"{self._name(i, None)}: its run lengths do not add up to height x width "
+                                  "(the RLE does not fit its 'size')")
+            converted.append({"size": size, "counts": counts})
+        # frPyObjects on uncompressed RLEs uses each one's own size (as the official annToRLE does)
+        for i, rle in zip(self._uncompressed, mask_utils.frPyObjects(converted, 0, 0)):
+            self.rles[i] = rle
+        self._uncompressed = []
+
+
+MAX_RUN_CHARS = 6  # 30 bits: pycocotools shifts an int by 5 per character, so longer runs overflow
+# a run's last character (value 0..63 after subtracting 48) -> its 5 bits sign-extended from bit 0x10
+_SIGNED5 = ((np.arange(256) & 0x1F) ^ 0x10).astype(np.int32) - 16
+
+
+def compressed_rle_problems(rles: list[dict]) -> list[tuple[int, str]]:
+    """[(index, why)] of the RLEs whose compressed counts pycocotools would misread, in index order.
+
+    A counts string (pycocotools' ``rleToString`` format) holds each run length in characters
+    48..111: 5 bits each, least significant first, bit 0x20 = "more characters follow", bit 0x10 of
+    the last one = negative; from the fourth run on, the value is a difference to the run two before.
+    Wrong: characters outside that range, a run cut off at the end of the string, runs of more than
+    `MAX_RUN_CHARS` characters, a negative run, runs not adding up to height x width. All strings are
+    decoded at once in numpy (a handful of passes over the characters and over the runs).
+    """
+    idx = [i for i, r in enumerate(rles) if type(r["counts"]) in (str, bytes)]
+    if not idx:
+        return []
+    parts = [c.encode("utf-8", "surrogatepass") if type(c) is str else c for c in (rles[i]["counts"] for i in idx)]
+    n = len(idx)
+    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=n)
+    stop = np.cumsum(lengths)  # one past each string's last character
+    v = np.frombuffer(b"".join(parts), dtype=np.uint8) - np.uint8(48)  # below 48 wraps to >= 208
+    why: dict[int, str] = {}
+
+    def mark(strings: np.ndarray, text: str) -> None:
+        for k in np.unique(strings):
+            why.setdefault(int(k), text)
+
+    outside = v > 63
+    if outside.any():
+        mark(np.searchsorted(stop, np.flatnonzero(outside), side="right"),
+             "counts is not a compressed RLE string (characters outside '0'..'o')")
+        v = np.where(outside, np.uint8(0), v)
+    nonempty = np.flatnonzero(lengths)
+    ends = (v & 0x20) == 0
+    mark(nonempty[~ends[stop[nonempty] - 1]], "counts ends in the middle of a run length")
+    ends[stop[nonempty] - 1] = True  # a run never continues into the next string
+    gend = np.flatnonzero(ends)
+    G = len(gend)
+    first = np.searchsorted(gend, stop - lengths)  # each string's first run (G for a string without runs)
+    runs = np.diff(first, append=G)
+
+    def owners(groups: np.ndarray) -> np.ndarray:
+        return np.searchsorted(first, groups, side="right") - 1
+
+    # one-character runs (nearly all): the character's 5 bits, sign-extended from bit 0x10. int32 wraps
+    # like pycocotools' unsigned 32-bit counts, which is all the checks below need
+    x = _SIGNED5[v[gend]]
+    multi = np.unique(np.searchsorted(gend, np.flatnonzero(~ends)))  # runs of several characters
+    if multi.size:
+        glen = gend[multi] - np.where(multi > 0, gend[multi - 1], -1)
+        mark(owners(multi[glen > MAX_RUN_CHARS]), "counts holds a run longer than any image")
+        value = x[multi]
+        for j in range(1, MAX_RUN_CHARS):  # Horner towards the least significant (first) character
+            more = glen > j
+            value[more] = (value[more] << 5) | (v[gend[multi[more]] - j] & 0x1F)
+        x[multi] = value
+    # run m > 2 adds run m - 2, two places back in the flat array too: a cumulative sum over the even and
+    # one over the odd places, each restarted where a string starts; run 2 does not add run 0, so run 0
+    # is taken out of it first
+    three = first[runs >= 3]
+    x[three + 2] -= x[three]
+    counts = np.empty_like(x)
+    for p in (0, 1):
+        total = np.cumsum(x[p::2], dtype=np.int32)
+        k = (first + (first % 2 != p)) // 2  # index of each string's first run of that parity
+        before = np.concatenate((np.zeros(1, np.int32), total))[k]
+        counts[p::2] = total - np.repeat(before, np.diff(np.append(k, len(total))))
+    mark(owners(np.flatnonzero(counts < 0)), "counts holds a negative run length (or one over 2**31)")
+    sums = np.zeros(n, dtype=np.int64)
+    if G:
+        sums[runs > 0] = np.add.reduceat(counts, first[runs > 0], dtype=np.int64)
+    area = np.array([int(rles[i]["size"][0]) * int(rles[i]["size"][1]) for i in idx], dtype=np.int64)
+    mark(np.flatnonzero(sums != area), "its run lengths do not add up to height x width (the RLE does not fit its 'size')")
+    return [(idx[k], why[k]) for k in sorted(why)]
 
 
 def rle_areas(rles: list[dict]) -> np.ndarray:
@@ -501,12 +605,21 @@ def parse_results(
                             "they are ignored, as official", i0))
     if not any(x.level == "error" for x in issues):
         try:
-            masks.finalize()
+            masks.finalize(functools.partial(_locate_mask, tracks))
         except SipvisError as exc:
             issues.append(Issue("error", IssueKind.SCHEMA, str(exc)))
             return Results(tracks, masks, issues)
         _finish_results(tracks, masks, iou_type)
     return Results(tracks, masks, issues)
+
+
+def _locate_mask(tracks: list[Track], index: int) -> str | None:
+    """``results[i].segmentations[t]`` of mask `index` (result tracks have ann_id = i + 1)."""
+    for tr in tracks:
+        hit = np.flatnonzero(tr.mask_idx == index)
+        if hit.size:
+            return f"results[{tr.ann_id - 1}].segmentations[{int(tr.frames[hit[0]])}]"
+    return None
 
 
 def _parse_result(i: int, res: Any, gt: GroundTruth, iou_type: IouType, masks: MaskStore, issues: list[Issue],

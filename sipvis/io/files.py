@@ -7,6 +7,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,8 +132,27 @@ def no_gc():
             gc.enable()
 
 
+MAX_JSON_DIGITS = 30  # longer integers are no id, count or size: refused instead of overflowing later
+_LONG_DIGITS = re.compile(rb"\d{%d}" % (MAX_JSON_DIGITS + 1))
+
+
+class _HugeInteger(ValueError):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise _HugeInteger(len(text.lstrip("-")))
+    return int(text)
+
+
 def load_json(source: str | Path | dict | list, what: str) -> Any:
-    """Return `source` itself if it is already parsed, else the parsed JSON file; errors are one line."""
+    """Return `source` itself if it is already parsed, else the parsed JSON file; errors are one line.
+
+    Integers of more than `MAX_JSON_DIGITS` digits and nesting deeper than the interpreter's recursion
+    limit are refused with one line too (the former only checked when the bytes hold such a digit run,
+    which keeps the fast C parser on ordinary files).
+    """
     if isinstance(source, (dict, list)):
         return source
     path = Path(source)
@@ -142,13 +162,23 @@ def load_json(source: str | Path | dict | list, what: str) -> Any:
         raise SipvisError(f"{what} path is a directory, expected a JSON file: {path}")
     try:
         with path.open("rb") as fh, no_gc():
-            return json.load(fh)
+            raw = fh.read()
+            if _LONG_DIGITS.search(raw):
+                return json.loads(raw, parse_int=_bounded_int)
+            return json.loads(raw)
+    except _HugeInteger as exc:
+        raise SipvisError(f"{what} file {path} holds an integer of {exc.args[0]} digits "
+                          f"(at most {MAX_JSON_DIGITS} are accepted)") from None
+    except RecursionError:
+        raise SipvisError(f"{what} file {path} is nested too deeply to be a {what} file") from None
     except json.JSONDecodeError as exc:
         raise SipvisError(
             f"{what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
     except UnicodeDecodeError:
         raise SipvisError(f"{what} file {path} is not valid JSON (not UTF-8 text)") from None
+    except ValueError as exc:  # Python's own limit on integer digits (4300)
+        raise SipvisError(f"{what} file {path} is not usable JSON ({exc})") from None
     except OSError as exc:
         raise SipvisError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
 

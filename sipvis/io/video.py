@@ -4,7 +4,9 @@ Anything FFmpeg can demux and decode works: mp4/mkv/avi/webm/mov with H.264,
 HEVC, VP9, AV1, MJPEG, MS-MPEG4..., any chroma layout (4:2:0, 4:2:2, 4:4:4),
 and rtsp/rtmp/http(s)/udp/srt URLs. Frames are converted to BGR, rotated by the
 stream's display matrix, and keep their source timestamps (variable frame rate
-stays correct). A packet the decoder rejects is skipped with a `MediaWarning`.
+stays correct). A packet the decoder rejects is skipped with a `MediaWarning`; frames a frame-threaded
+decoder drops at the end of a truncated file are decoded again single-threaded, and frames the
+stream declares but that could not be decoded (a truncated or damaged file) are counted in one more.
 """
 
 from __future__ import annotations
@@ -177,37 +179,91 @@ class VideoSource(FrameSource):
             container.close()
             raise SipvisError(f"{self.spec} has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg
+        stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg (see `_recovered` for their one flaw)
         return container, stream
 
-    def _decoded(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
-        """Decoded frames in display order; damaged packets are skipped with a warning."""
+    def _decoded(
+        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream, whole: bool = True
+    ) -> Iterator[av.VideoFrame]:
+        """Decoded frames in display order; damaged packets are skipped with a warning.
+
+        `whole`: decoding starts at the beginning, so at the end the frames the stream declares but that
+        were not delivered are counted in a warning (not after a seek, which skips frames on purpose).
+        """
         problems = _Problems(self.name)
-        failures = 0
+        failures = sent = delivered = 0
+        drained = damaged = False
+        last_pts = None
         while True:
             try:
                 # `demux` ends with an empty packet, which flushes the decoder's delayed frames
                 for packet in container.demux(stream):
                     failures = 0
+                    drained = packet.size == 0
+                    damaged = damaged or packet.is_corrupt
                     try:
                         frames = stream.decode(packet)
                     except av.error.EOFError:
                         break
                     except av.error.FFmpegError as exc:
+                        damaged = True
                         problems.report(f"damaged packet at {_packet_time(packet)}", exc)
                         continue
+                    sent += packet.size > 0
+                    delivered += len(frames)
+                    last_pts = frames[-1].pts if frames else last_pts
                     yield from frames
                 break
             except (av.error.FFmpegError, OSError) as exc:
                 # a read error ends `demux`; a new one continues after the bad bytes
                 failures += 1
+                damaged = True
                 # timeouts and closed connections do not heal by reading again
                 gone = isinstance(exc, (TimeoutError, ConnectionError, av.error.EOFError))
                 if gone or failures >= MAX_CONSECUTIVE_READ_ERRORS:
                     media_warning(f"{self.name}: input ended early ({reason(exc)})")
                     break
                 problems.report("unreadable data", exc)
+        if not drained:  # `demux` stopped before its flushing packet: the decoder still holds frames
+            for frame in _drain(stream):
+                delivered += 1
+                yield frame
+        if damaged and delivered < sent and last_pts is not None and not self._live_input():
+            for frame in self._recovered(last_pts):
+                delivered += 1
+                yield frame
         problems.summary()
+        declared = stream.frames or 0
+        if whole and declared > delivered:
+            media_warning(f"{self.name}: {declared - delivered} of {declared} frames could not be decoded (damaged or truncated file)")
+
+    def _live_input(self) -> bool:
+        """A camera or a URL: no second reading of the same bytes."""
+        return self._device_format is not None or is_url(self.spec)
+
+    def _recovered(self, last_pts: int) -> Iterator[av.VideoFrame]:
+        """The frames after `last_pts` that a frame-threaded decoder lost.
+
+        Frame threading keeps several frames in flight in its worker threads; when a damaged packet
+        ends the input (a truncated file), draining it stops at that packet's error and the frames in
+        flight are dropped without a word. Decoding the tail again from the keyframe before them,
+        single-threaded, gives every frame FFmpeg can decode (slice threading alone would avoid this,
+        but is slower on every file whose frames are one slice each, i.e. most H.264).
+        """
+        container, stream = self._open()
+        stream.thread_type = "NONE"
+        try:
+            container.seek(last_pts, stream=stream, backward=True, any_frame=False)
+            for packet in container.demux(stream):
+                try:
+                    frames = stream.decode(packet)
+                except av.error.FFmpegError:
+                    continue  # already reported by the first pass
+                yield from (f for f in frames if f.pts is not None and f.pts > last_pts)
+        except (av.error.FFmpegError, OSError):
+            return  # nothing more can be read back
+        finally:
+            container.close()
 
     def _seek(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream, start: float) -> bool:
         """Seek to the keyframe at or before `start` seconds; False if the input cannot seek."""
@@ -237,7 +293,7 @@ class VideoSource(FrameSource):
                 if not seeked and first is not None:  # the held container is past frame 0: start over
                     container.close()
                     container, stream = self._open()
-                frames, first = self._decoded(container, stream), None
+                frames, first = self._decoded(container, stream, whole=not seeked), None
             if first is not None:
                 frames = _chain(first, frames)
             tb = stream.time_base
@@ -297,6 +353,14 @@ def _chain(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.V
         close = getattr(rest, "close", None)
         if close is not None:
             close()
+
+
+def _drain(stream: av.video.stream.VideoStream) -> list[av.VideoFrame]:
+    """The frames still inside the decoder, for an input whose demuxing ended with an error."""
+    try:
+        return stream.decode(None)
+    except av.error.FFmpegError:
+        return []  # nothing decodable is left
 
 
 def _packet_time(packet: av.Packet) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 # YouTube-VIS 2019 categories in label order (label i = category_id i + 1).
@@ -87,10 +88,14 @@ class SipMaskConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SipMaskConfig":
+        """The config a sidecar or [model] table describes; ValueError naming every bad field, in one line."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        problems = config_problems(d)
+        if problems:
+            raise ValueError("; ".join(problems))
         d = dict(d)
         for key in ("class_names", "strides", "max_size", "pixel_mean", "pixel_std"):
             if key in d:
@@ -98,3 +103,58 @@ class SipMaskConfig:
         if "regress_ranges" in d:
             d["regress_ranges"] = tuple(tuple(r) for r in d["regress_ranges"])
         return cls(**d)
+
+
+def _int(x) -> bool:
+    return type(x) is int
+
+
+def _number(x) -> bool:
+    return type(x) in (int, float) and math.isfinite(x)
+
+
+def _ints(x, n: int | None = None, low: int = 1) -> bool:
+    return isinstance(x, (list, tuple)) and (n is None or len(x) == n) and len(x) > 0 and all(
+        _int(v) and v >= low for v in x)
+
+
+_AT_LEAST = {"backbone_width": 1, "fpn_channels": 1, "head_channels": 1, "num_bases": 1, "track_channels": 1,
+             "basis_channels": 1, "size_divisor": 1, "nms_pre": 1, "nms_top_k": 1, "max_per_img": 1,
+             "cls_convs": 0, "reg_convs": 0, "track_convs": 0, "frozen_stages": -1}
+
+
+def config_problems(d: dict) -> list[str]:
+    """One line per value of a model config dict (as read from JSON or TOML) that cannot build a model."""
+    out = []
+    if "depth" in d and not (_int(d["depth"]) and d["depth"] in (18, 34, 50, 101)):
+        out.append(f"depth must be one of 18, 34, 50, 101, got {d['depth']!r}")
+    if "style" in d and d["style"] not in ("caffe", "pytorch"):
+        out.append(f"style must be 'caffe' or 'pytorch', got {d['style']!r}")
+    for key, low in _AT_LEAST.items():
+        if key in d and not (_int(d[key]) and d[key] >= low):
+            out.append(f"{key} must be an integer >= {low}, got {d[key]!r}")
+    if "class_names" in d and not (isinstance(d["class_names"], (list, tuple)) and d["class_names"]
+                                   and all(isinstance(c, str) for c in d["class_names"])):
+        out.append(f"class_names must be a non-empty list of strings, got {d['class_names']!r:.80}")
+    if "max_size" in d and not _ints(d["max_size"], 2):
+        out.append(f"max_size must be two positive integers [long, short], got {d['max_size']!r}")
+    if "strides" in d and not _ints(d["strides"]):
+        out.append(f"strides must be a list of positive integers, got {d['strides']!r}")
+    ranges = d.get("regress_ranges", ())
+    if not (isinstance(ranges, (list, tuple)) and all(
+            isinstance(r, (list, tuple)) and len(r) == 2 and all(_number(v) for v in r) for r in ranges)):
+        out.append(f"regress_ranges must be a list of [low, high] number pairs, got {ranges!r:.80}")
+    for key in ("pixel_mean", "pixel_std"):
+        value = d.get(key, (1.0, 1.0, 1.0))
+        if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(_number(v) for v in value)) \
+                or key == "pixel_std" and 0 in value:
+            out.append(f"{key} must be three finite numbers{' (none zero)' if key == 'pixel_std' else ''}, "
+                       f"got {value!r}")
+    for key in ("score_thr", "nms_iou", "mask_thr"):
+        if key in d and not (_number(d[key]) and 0 <= d[key] <= 1):
+            out.append(f"{key} must be a finite number in [0, 1], got {d[key]!r}")
+    if "to_rgb" in d and type(d["to_rgb"]) is not bool:
+        out.append(f"to_rgb must be true or false, got {d['to_rgb']!r}")
+    if "extra" in d and not isinstance(d["extra"], dict):
+        out.append(f"extra must be an object, got {d['extra']!r:.80}")
+    return out

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from sipvis.data.transforms import TrainTransform
 from sipvis.errors import SipvisError
-from sipvis.model.config import SipMaskConfig
+from sipvis.model.config import SipMaskConfig, config_problems
 
 
 @dataclass
@@ -171,6 +172,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     bad = sorted(set(model) - known_model)
     if bad:
         raise SipvisError(f"unknown [model] key {bad[0]!r}")
+    problems = config_problems(model)
+    if problems:  # by value, before any network is built from them
+        raise SipvisError(f"{source or 'config overrides'}: [model] " + "; ".join(problems))
     run = RunConfig(model=model, data=_build(DataConfig, raw.get("data", {}), "data"),
                     train=_build(TrainConfig, raw.get("train", {}), "train"), source=source)
     if output_from_name and path is not None and "output" not in raw.get("train", {}):
@@ -190,6 +194,8 @@ def _build(cls, values: dict, table: str):
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise SipvisError(f"[{table}] {key} must be a number, got {value!r}")
+            if not math.isfinite(value):  # TOML has nan and inf
+                raise SipvisError(f"[{table}] {key} must be a finite number, got {value!r}")
             value = type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
         if isinstance(default, str) and not isinstance(value, str):
             raise SipvisError(f"[{table}] {key} must be a string, got {value!r}")
