@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sipvis.model.box_ops import box_iou, crop_split, distance_to_box, level_points
+from sipvis.model.box_ops import box_iou, crop_split_regions, distance_to_box, level_points, quadrant_index
 from sipvis.model.config import SipMaskConfig
 from sipvis.model.head import HeadOutputs
 
@@ -93,10 +93,17 @@ def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, cfg: SipMaskConfig):
     top_k = min(cfg.nms_top_k, n)
     cls_scores, order = scores.transpose(1, 2).sort(dim=2, descending=True)  # (B, C, N)
     cls_scores, order = cls_scores[..., :top_k], order[..., :top_k]
-    cls_boxes = boxes.gather(1, order.reshape(b, -1, 1).expand(-1, -1, 4)).view(b, c, top_k, 4)
-    iou = box_iou(cls_boxes, cls_boxes, pixel_offset=0.0).triu_(diagonal=1)  # (B, C, k, k)
-    # a box survives when no higher-scored box of its class (kept or not) overlaps it too much
-    keep = (iou.max(dim=2).values <= cfg.nms_iou) & (cls_scores > cfg.score_thr)
+    above = cls_scores > cfg.score_thr
+    # A box at or under the score threshold is never kept, and only higher-scored boxes (over the threshold
+    # too) can suppress a box: the IoUs of the first `m` ranks decide everything (one host sync per batch).
+    m = int(above.sum(2).max()) if above.numel() else 0
+    keep = torch.zeros_like(above)
+    if m:
+        cand = order[..., :m]
+        cls_boxes = boxes.gather(1, cand.reshape(b, -1, 1).expand(-1, -1, 4)).view(b, c, m, 4)
+        iou = box_iou(cls_boxes, cls_boxes, pixel_offset=0.0).triu_(diagonal=1)  # (B, C, m, m)
+        # a box survives when no higher-scored box of its class (kept or not) overlaps it too much
+        keep[..., :m] = (iou.max(dim=2).values <= cfg.nms_iou) & above[..., :m]
     flat = torch.where(keep, cls_scores, torch.full_like(cls_scores, -1.0)).reshape(b, -1)
     k = min(cfg.max_per_img, flat.shape[1])
     best, pos = flat.topk(k, dim=1)  # sorted, highest first
@@ -117,11 +124,13 @@ def crop_split_masks(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Ten
     """
     b, k, h, w = basis.shape
     n = coeffs.shape[1]
-    # one product for the four quadrants and the sigmoid before selecting, as always: a product per quadrant
-    # rounds differently, and the outputs must stay bit-identical
-    logits = torch.einsum("bkhw,bnqk->bnqhw", basis, coeffs.view(b, n, 4, k).to(basis.dtype))
-    soft, inside = crop_split(logits.float().sigmoid().unbind(2), boxes, (h, w))
-    return soft * inside
+    # one product for the four quadrants, as always: a product per quadrant rounds differently, and the
+    # outputs must stay bit-identical
+    logits = torch.einsum("bkhw,bnqk->bnqhw", basis, coeffs.view(b, n, 4, k).to(basis.dtype)).float()
+    right, bottom, inside = crop_split_regions(boxes, (h, w))
+    # each pixel's quadrant picked before the sigmoid, which is element-wise: 1/4 of the sigmoids, same bits
+    picked = logits.gather(2, quadrant_index(right, bottom).unsqueeze(2)).squeeze(2)  # (B, N, h, w)
+    return picked.sigmoid_().mul_(inside)
 
 
 def postprocess(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig) -> Detections:
@@ -131,10 +140,31 @@ def postprocess(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig) -> De
     det_boxes = boxes.gather(1, index[..., None].expand(-1, -1, 4))
     det_coeffs = coeffs.gather(1, index[..., None].expand(-1, -1, coeffs.shape[-1]))
     soft = crop_split_masks(out.basis, det_coeffs, det_boxes * geom.scale / 2)
-    up = F.interpolate(soft, scale_factor=2 / geom.scale, mode="bilinear", align_corners=False)
-    masks = _paste(up > cfg.mask_thr, geom.original) & valid[..., None, None]
+    masks = upsample_masks(soft, valid, geom, cfg.mask_thr)
     embeddings = box_embeddings(out.track_feats, det_boxes * geom.scale)
     return Detections(det_boxes, det_scores, labels, valid, masks, embeddings)
+
+
+def upsample_masks(soft: torch.Tensor, valid: torch.Tensor, geom: FrameGeometry, threshold: float) -> torch.Tensor:
+    """(B, N, h, w) soft masks at the basis size -> (B, N, H, W) bool at the original size: bilinear by
+    2 / scale (align_corners False, the scale factor given to `F.interpolate`, as the original), > threshold,
+    top-left aligned into zeros and cropped to fit; all False in invalid slots.
+
+    Only the leading slots holding a valid detection in some frame are upsampled (valid slots come first;
+    one host sync per batch); the channels are independent, so their bits do not change.
+    """
+    b, n = valid.shape
+    H, W = geom.original
+    masks = torch.zeros((b, n, H, W), dtype=torch.bool, device=soft.device)
+    used = int(valid.sum(1).max()) if valid.numel() else 0
+    if used == 0:
+        return masks
+    # invalid slots of a frame among the leading ones are zeroed first, so they threshold to False
+    src = soft[:, :used] * valid[:, :used, None, None]
+    up = F.interpolate(src, scale_factor=2 / geom.scale, mode="bilinear", align_corners=False)
+    hh, ww = min(up.shape[-2], H), min(up.shape[-1], W)
+    masks[:, :used, :hh, :ww] = up[..., :hh, :ww] > threshold
+    return masks
 
 
 def box_embeddings(track_feats: torch.Tensor, boxes: torch.Tensor, stride: int = 8) -> torch.Tensor:
@@ -147,14 +177,3 @@ def box_embeddings(track_feats: torch.Tensor, boxes: torch.Tensor, stride: int =
     cy = torch.floor((boxes[..., 1] + boxes[..., 3]) / 2.0 / stride).long().clamp(0, h - 1)
     flat = track_feats.flatten(2)  # (B, E, h*w)
     return flat.gather(2, (cy * w + cx)[:, None, :].expand(-1, e, -1)).transpose(1, 2).float()
-
-
-def _paste(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Top-left aligned copy of (B, N, h, w) masks into zeros of (B, N, H, W), cropped to fit."""
-    H, W = size
-    h, w = masks.shape[-2:]
-    if (h, w) == (H, W):
-        return masks
-    out = masks.new_zeros(masks.shape[:-2] + (H, W))
-    out[..., : min(h, H), : min(w, W)] = masks[..., : min(h, H), : min(w, W)]
-    return out
