@@ -88,28 +88,58 @@ def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, cfg: SipMaskConfig):
         boxes: (B, N, 4); scores: (B, N, C).
     Returns:
         index (B, K) into N, labels (B, K), scores (B, K), valid (B, K) with K = max_per_img.
+
+    Only the leading ranks of each class are examined (`_nms_top`), as few as decide the result
+    exactly: the outputs are those of the full (C, top_k, top_k) computation, bit for bit.
     """
     b, n, c = scores.shape
     top_k = min(cfg.nms_top_k, n)
     cls_scores, order = scores.transpose(1, 2).sort(dim=2, descending=True)  # (B, C, N)
     cls_scores, order = cls_scores[..., :top_k], order[..., :top_k]
-    above = cls_scores > cfg.score_thr
-    # A box at or under the score threshold is never kept, and only higher-scored boxes (over the threshold
-    # too) can suppress a box: the IoUs of the first `m` ranks decide everything (one host sync per batch).
-    m = int(above.sum(2).max()) if above.numel() else 0
-    keep = torch.zeros_like(above)
-    if m:
-        cand = order[..., :m]
-        cls_boxes = boxes.gather(1, cand.reshape(b, -1, 1).expand(-1, -1, 4)).view(b, c, m, 4)
-        iou = box_iou(cls_boxes, cls_boxes, pixel_offset=0.0).triu_(diagonal=1)  # (B, C, m, m)
-        # a box survives when no higher-scored box of its class (kept or not) overlaps it too much
-        keep[..., :m] = (iou.max(dim=2).values <= cfg.nms_iou) & above[..., :m]
-    flat = torch.where(keep, cls_scores, torch.full_like(cls_scores, -1.0)).reshape(b, -1)
-    k = min(cfg.max_per_img, flat.shape[1])
-    best, pos = flat.topk(k, dim=1)  # sorted, highest first
+    k = min(cfg.max_per_img, c * top_k)
+    best, pos = _nms_top(boxes, cls_scores, order, cfg, k)
     labels = pos // top_k
     index = order.reshape(b, -1).gather(1, pos)
     return index, labels, best.clamp(min=0), best > 0
+
+
+def _nms_top(boxes: torch.Tensor, cls_scores: torch.Tensor, order: torch.Tensor, cfg: SipMaskConfig, k: int):
+    """The top-k (values (B, k), positions (B, k) into C * top_k) of the kept scores (-1 where not kept),
+    equal to those of every rank's keep flag.
+
+    A box at or under the score threshold is never kept, and a box's flag depends only on the boxes ranked
+    above it in its class; so only ranks up to the last one over the threshold (`last`) need flags. The
+    ranks are examined `cfg.max_per_img`, then twice as many... at a time: once the k best kept scores
+    are distinct, beat the (k+1)-th and every unexamined score over the threshold, the top-k is the full
+    computation's whatever the unexamined flags are. One host sync per step.
+    """
+    above = cls_scores > cfg.score_thr
+    ranks = torch.arange(1, above.shape[-1] + 1, device=above.device)
+    last = int((above * ranks).max()) if above.numel() else 0  # ranks past it are never kept
+    fill = torch.full_like(cls_scores, -1.0)
+    examined = min(last, max(cfg.max_per_img, 1))
+    while True:
+        keep = torch.zeros_like(above)
+        if examined:
+            keep[..., :examined] = _nms_flags(boxes, order[..., :examined], cfg.nms_iou) & above[..., :examined]
+        flat = torch.where(keep, cls_scores, fill).flatten(1)
+        if examined == last or k >= flat.shape[1]:
+            return flat.topk(k, dim=1)  # sorted, highest first
+        values, positions = flat.topk(k + 1, dim=1)
+        rest = torch.where(above[..., examined:], cls_scores[..., examined:], fill[..., examined:])
+        decided = (values[:, :-1] > values[:, 1:]).all(1) & (values[:, k - 1] > rest.flatten(1).max(1).values)
+        if bool(decided.all()):
+            return values[:, :k], positions[:, :k]
+        examined = min(2 * examined, last)
+
+
+def _nms_flags(boxes: torch.Tensor, order: torch.Tensor, iou_thr: float) -> torch.Tensor:
+    """(B, C, m) per-class ranking (indices into N of (B, N, 4) boxes) -> (B, C, m) bool: no higher-ranked
+    box of its class (kept or not) overlaps the box by more than `iou_thr` (NaN IoU counts as overlap)."""
+    b, c, m = order.shape
+    cls_boxes = boxes.gather(1, order.reshape(b, -1, 1).expand(-1, -1, 4)).view(b, c, m, 4)
+    iou = box_iou(cls_boxes, cls_boxes, pixel_offset=0.0).triu_(diagonal=1)  # (B, C, m, m)
+    return iou.max(dim=2).values <= iou_thr
 
 
 def crop_split_masks(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -121,16 +151,43 @@ def crop_split_masks(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Ten
         boxes: (B, N, 4) boxes in basis-mask pixels.
     Returns:
         (B, N, h, w) probabilities, 0 outside the box; the quadrant rule is `box_ops.crop_split`.
+
+    Only the pixels inside some box are computed (`_covered_pixels`); each one's logits come from one
+    product for the four quadrants of all N boxes, as always: the product's rows (N x 4) set its rounding,
+    a product per quadrant or per box rounds differently, and the outputs must stay bit-identical (a
+    subset of its columns does not change them). The quadrant is picked before the sigmoid, which is
+    element-wise: a quarter of the sigmoids, same bits.
     """
     b, k, h, w = basis.shape
     n = coeffs.shape[1]
-    # one product for the four quadrants, as always: a product per quadrant rounds differently, and the
-    # outputs must stay bit-identical
-    logits = torch.einsum("bkhw,bnqk->bnqhw", basis, coeffs.view(b, n, 4, k).to(basis.dtype)).float()
     right, bottom, inside = crop_split_regions(boxes, (h, w))
-    # each pixel's quadrant picked before the sigmoid, which is element-wise: 1/4 of the sigmoids, same bits
-    picked = logits.gather(2, quadrant_index(right, bottom).unsqueeze(2)).squeeze(2)  # (B, N, h, w)
-    return picked.sigmoid_().mul_(inside)
+    source, target = _covered_pixels(inside)
+    soft = basis.new_zeros((b, n, h * w + 1), dtype=torch.float32)  # the last column takes the padding
+    if source.numel():
+        cols = basis.flatten(2).index_select(2, source)  # (B, K, P)
+        logits = torch.einsum("bkp,bnqk->bnqp", cols, coeffs.view(b, n, 4, k).to(basis.dtype)).float()
+        quadrant = quadrant_index(right[..., 0, :].index_select(-1, source % w)[..., None, :],
+                                  bottom[..., 0].index_select(-1, source // w)[..., None, :])  # (B, N, 1, P)
+        picked = logits.gather(2, quadrant).squeeze(2).sigmoid_()  # (B, N, P)
+        soft.index_copy_(2, target, picked.mul_(inside.flatten(2).index_select(2, source)))
+    return soft[..., : h * w].unflatten(-1, (h, w))
+
+
+def _covered_pixels(inside: torch.Tensor, multiple: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, h, w) in-box flags -> flat indices of the pixels inside some box of some frame, padded to a
+    multiple of `multiple` (one host sync): `source` (P,) pads with pixel 0, `target` (P,) with h * w, a
+    column past the map where the padding is dropped.
+
+    The padding keeps every element-wise op on (B, N, P) in its vectorised loop: PyTorch's scalar loop
+    (the tail of a vector loop, also at each thread's chunk end) computes the sigmoid differently in the
+    last bit, and the old full-map sigmoid never took it.
+    """
+    hw = inside.shape[-2] * inside.shape[-1]
+    pixels = inside.flatten(2).any(1).any(0).nonzero().squeeze(1)
+    pad = -pixels.numel() % multiple
+    source = torch.cat((pixels, pixels.new_zeros(pad)))
+    target = torch.cat((pixels, pixels.new_full((pad,), hw)))
+    return source, target
 
 
 def postprocess(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig) -> Detections:
