@@ -208,7 +208,8 @@ def upsample_masks(soft: torch.Tensor, valid: torch.Tensor, geom: FrameGeometry,
     top-left aligned into zeros and cropped to fit; all False in invalid slots.
 
     Only the leading slots holding a valid detection in some frame are upsampled (valid slots come first;
-    one host sync per batch); the channels are independent, so their bits do not change.
+    one host sync per batch). When the factor is a power of two (640x360 and 1280x720 sources), only each
+    mask's band of rows is upsampled (`_upsample_row_bands`); otherwise the whole maps are.
     """
     b, n = valid.shape
     H, W = geom.original
@@ -218,10 +219,43 @@ def upsample_masks(soft: torch.Tensor, valid: torch.Tensor, geom: FrameGeometry,
         return masks
     # invalid slots of a frame among the leading ones are zeroed first, so they threshold to False
     src = soft[:, :used] * valid[:, :used, None, None]
-    up = F.interpolate(src, scale_factor=2 / geom.scale, mode="bilinear", align_corners=False)
+    factor = 2 / geom.scale
+    if factor >= 1 and factor.is_integer() and int(factor) & (int(factor) - 1) == 0:
+        up = _upsample_row_bands(src, int(factor), threshold)
+    else:
+        up = F.interpolate(src, scale_factor=factor, mode="bilinear", align_corners=False) > threshold
     hh, ww = min(up.shape[-2], H), min(up.shape[-1], W)
-    masks[:, :used, :hh, :ww] = up[..., :hh, :ww] > threshold
+    masks[:, :used, :hh, :ww] = up[..., :hh, :ww]
     return masks
+
+
+def _upsample_row_bands(soft: torch.Tensor, factor: int, threshold: float, multiple: int = 16) -> torch.Tensor:
+    """`F.interpolate(soft, scale_factor=factor, bilinear) > threshold` for a power-of-two `factor`, from
+    each map's band of rows around its non-zero ones (one interpolate over all bands, one paste).
+
+    Exact: with a power-of-two factor the sampling position of output row d is exactly
+    d / factor + (1 / factor - 1) / 2, so a band starting at input row `a` has the whole map's row weights
+    shifted by a * factor output rows. A band reaches one zero row past the non-zero ones (or the map's
+    edge, where the clamping is the whole map's): the output rows it changes read only zeros, and every
+    output row outside the band is 0 too. Bands keep the full width: the kernel's arithmetic along a row
+    depends on the position in the row (vector loop or not), so cropping columns would change the last
+    bit. Band heights are a multiple of `multiple` rows, so thread chunks split no row, as the whole map's.
+    """
+    b, n, h, w = soft.shape
+    rows = (soft != 0).any(-1)  # (B, N, h)
+    index = torch.arange(h, device=soft.device)
+    lo = (torch.where(rows, index, h).min(-1).values - 1).clamp(min=0)
+    hi = (torch.where(rows, index + 1, 0).max(-1).values + 1).clamp(max=h)
+    size = min(h, -(-int((hi - lo).clamp(min=0).max()) // multiple) * multiple)  # one host sync
+    out = soft.new_zeros((b, n, h * factor, w * factor), dtype=torch.bool)
+    if size == 0:
+        return out
+    start = torch.minimum(lo, torch.full_like(lo, h - size))  # (B, N)
+    band_rows = start[..., None] + torch.arange(size, device=soft.device)  # (B, N, size)
+    bands = soft.gather(2, band_rows[..., None].expand(-1, -1, -1, w))  # (B, N, size, w)
+    up = F.interpolate(bands, scale_factor=float(factor), mode="bilinear", align_corners=False) > threshold
+    up_rows = (start * factor)[..., None] + torch.arange(size * factor, device=soft.device)
+    return out.scatter_(2, up_rows[..., None].expand(-1, -1, -1, w * factor), up)
 
 
 def box_embeddings(track_feats: torch.Tensor, boxes: torch.Tensor, stride: int = 8) -> torch.Tensor:
