@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reference import (CLIPS, assert_video_results_match, box_iou, decode, expected_frames, expected_video,
                        frames, mask_iou, raw_outputs, reference_state_dict)
@@ -154,3 +155,22 @@ def test_fast_nms_equals_every_rank_flagged(seed):
     assert torch.equal(best, want_best.clamp(min=0)) and torch.equal(valid, want_best > 0)
     assert torch.equal(labels[valid], (pos // 200)[valid])
     assert torch.equal(index[valid], order.flatten(1).gather(1, pos)[valid])
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_row_band_upsampling_equals_the_whole_map(factor):
+    """Masks upsampled from their bands of rows equal the whole maps' upsampling, thresholded: boxes
+    anywhere, touching the map's edges, empty or covering it all."""
+    from sipvis.model.postprocess import _upsample_row_bands
+
+    g = torch.Generator().manual_seed(factor)
+    h, w = 48, 80
+    r, c = torch.arange(h)[:, None], torch.arange(w)
+    for _ in range(20):
+        y1, x1 = torch.randint(0, h, (2, 6, 1, 1), generator=g), torch.randint(0, w, (2, 6, 1, 1), generator=g)
+        y2, x2 = y1 + torch.randint(0, h, (2, 6, 1, 1), generator=g), x1 + torch.randint(0, w, (2, 6, 1, 1), generator=g)
+        y1[0, 0], y2[0, 0], x1[0, 0], x2[0, 0] = 0, h, 0, w
+        soft = torch.rand(2, 6, h, w, generator=g) * ((r >= y1) & (r < y2) & (c >= x1) & (c < x2))
+        whole = F.interpolate(soft, scale_factor=float(factor), mode="bilinear", align_corners=False)
+        for threshold in (0.5, 0.1, 0.9):
+            assert torch.equal(_upsample_row_bands(soft, factor, threshold), whole > threshold)
