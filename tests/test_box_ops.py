@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sipvis.model.box_ops import (aligned_box_iou, box_area, box_iou, box_to_distance, crop_split,
-                                  distance_to_box, level_points)
+                                  crop_split_regions, distance_to_box, level_points, quadrant_index)
 
 
 def test_box_area_both_conventions():
@@ -99,3 +99,30 @@ def test_crop_split_consumes_a_generator_in_order_and_wants_four_maps():
     assert inside[1, 0].sum() == 4
     with pytest.raises(ValueError):
         crop_split([torch.zeros((1,) + size)] * 3, boxes[0], size)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_box_iou_is_aligned_box_iou_on_broadcast_pairs_bit_for_bit(offset):
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 40, 4, generator=g) * 50
+    b = torch.rand(3, 30, 4, generator=g) * 50
+    a[0, :5, 2:] = a[0, :5, :2]  # zero-area boxes: 0 / 0 IoU must stay NaN
+    b[0, :5] = a[0, :5]
+    a[1, :5, 2:] = a[1, :5, :2] - 3  # inverted boxes (random weights give them)
+    expected = aligned_box_iou(a[..., :, None, :], b[..., None, :, :], offset)
+    got = box_iou(a, b, offset)
+    assert got.shape == (3, 40, 30)
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert torch.equal(got.nan_to_num(7.0), expected.nan_to_num(7.0))
+
+
+def test_quadrant_index_picks_what_crop_split_picks():
+    g = torch.Generator().manual_seed(1)
+    size = (24, 40)
+    boxes = torch.rand(2, 5, 4, generator=g) * 20
+    boxes[..., 2:] += boxes[..., :2]
+    maps = torch.rand(4, 2, 5, *size, generator=g)
+    values, inside = crop_split(maps.unbind(0), boxes, size)
+    right, bottom, inside2 = crop_split_regions(boxes, size)
+    picked = maps.permute(1, 2, 0, 3, 4).gather(2, quadrant_index(right, bottom)[:, :, None]).squeeze(2)
+    assert torch.equal(inside, inside2) and torch.equal(picked, values)

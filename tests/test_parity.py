@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reference import (CLIPS, assert_video_results_match, box_iou, decode, expected_frames, expected_video,
                        frames, mask_iou, raw_outputs, reference_state_dict)
@@ -118,3 +119,58 @@ def test_batched_inference_equals_frame_by_frame(model, clip):
         for ma, mb in zip(a.masks, b.masks):
             assert mask_iou(ma, mb) >= 0.999
 
+
+
+def test_normalize_and_pad_layout_and_rgb_order():
+    images = torch.randint(0, 256, (2, 37, 50, 3), dtype=torch.uint8)
+    mean, std = (1.5, 2.25, 3.0), (2.0, 1.0, 0.5)
+    x = normalize_and_pad(images, mean, std, divisor=32)
+    assert x.shape == (2, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
+    expected = (images.permute(0, 3, 1, 2).float() - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(
+        1, 3, 1, 1)
+    assert torch.equal(x[:, :, :37, :50], expected) and not x[:, :, 37:].any() and not x[:, :, :, 50:].any()
+    rgb = normalize_and_pad(images, mean, std, to_rgb=True)
+    assert torch.equal(rgb, normalize_and_pad(images.flip(-1), mean, std))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fast_nms_equals_every_rank_flagged(seed):
+    """`fast_nms` examines only the ranks that decide its top-k; flagging all of them gives the same."""
+    from sipvis.model.config import SipMaskConfig
+    from sipvis.model.postprocess import _nms_flags, fast_nms
+
+    g = torch.Generator().manual_seed(seed)
+    cfg = SipMaskConfig()
+    boxes = torch.rand(2, 600, 4, generator=g) * 300
+    boxes[..., 2:] += boxes[..., :2] * 0.2
+    scores = torch.rand(2, 600, 40, generator=g) * 0.3
+    scores[1, :, 5:] = 0.0  # a frame with few candidates over the threshold
+    scores[0, 10:20] = scores[0, :10]  # exact ties
+    index, labels, best, valid = fast_nms(boxes, scores, cfg)
+    cls_scores, order = scores.transpose(1, 2).sort(dim=2, descending=True)
+    cls_scores, order = cls_scores[..., :200], order[..., :200]
+    keep = _nms_flags(boxes, order, cfg.nms_iou) & (cls_scores > cfg.score_thr)
+    flat = torch.where(keep, cls_scores, torch.full_like(cls_scores, -1.0)).flatten(1)
+    want_best, pos = flat.topk(cfg.max_per_img, dim=1)
+    assert torch.equal(best, want_best.clamp(min=0)) and torch.equal(valid, want_best > 0)
+    assert torch.equal(labels[valid], (pos // 200)[valid])
+    assert torch.equal(index[valid], order.flatten(1).gather(1, pos)[valid])
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_row_band_upsampling_equals_the_whole_map(factor):
+    """Masks upsampled from their bands of rows equal the whole maps' upsampling, thresholded: boxes
+    anywhere, touching the map's edges, empty or covering it all."""
+    from sipvis.model.postprocess import _upsample_row_bands
+
+    g = torch.Generator().manual_seed(factor)
+    h, w = 48, 80
+    r, c = torch.arange(h)[:, None], torch.arange(w)
+    for _ in range(20):
+        y1, x1 = torch.randint(0, h, (2, 6, 1, 1), generator=g), torch.randint(0, w, (2, 6, 1, 1), generator=g)
+        y2, x2 = y1 + torch.randint(0, h, (2, 6, 1, 1), generator=g), x1 + torch.randint(0, w, (2, 6, 1, 1), generator=g)
+        y1[0, 0], y2[0, 0], x1[0, 0], x2[0, 0] = 0, h, 0, w
+        soft = torch.rand(2, 6, h, w, generator=g) * ((r >= y1) & (r < y2) & (c >= x1) & (c < x2))
+        whole = F.interpolate(soft, scale_factor=float(factor), mode="bilinear", align_corners=False)
+        for threshold in (0.5, 0.1, 0.9):
+            assert torch.equal(_upsample_row_bands(soft, factor, threshold), whole > threshold)

@@ -42,10 +42,19 @@ def aligned_box_iou(a: torch.Tensor, b: torch.Tensor, pixel_offset: float = 0.0)
 def box_iou(a: torch.Tensor, b: torch.Tensor, pixel_offset: float = 0.0) -> torch.Tensor:
     """Pairwise IoU of (..., N, 4) with (..., M, 4) boxes -> (..., N, M) (leading dims broadcast).
 
+    The arithmetic of `aligned_box_iou` on broadcast pairs, operation for operation (same bits), one
+    coordinate at a time: no (..., N, M, 2) intermediates, and each box's area is computed once.
+
     Args:
         pixel_offset: 0.0 continuous, 1.0 inclusive pixels (see the module docstring).
     """
-    return aligned_box_iou(a[..., :, None, :], b[..., None, :, :], pixel_offset)
+    ax1, ay1, ax2, ay2 = (a[..., :, None, i] for i in range(4))  # (..., N, 1)
+    bx1, by1, bx2, by2 = (b[..., None, :, i] for i in range(4))  # (..., 1, M)
+    w = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1) + pixel_offset).clamp_(min=0)
+    h = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1) + pixel_offset).clamp_(min=0)
+    inter = w.mul_(h)
+    union = box_area(a, pixel_offset)[..., :, None] + box_area(b, pixel_offset)[..., None, :]
+    return inter.div_(union.sub_(inter))
 
 
 def level_points(h: int, w: int, stride: int, device: torch.device) -> torch.Tensor:
@@ -77,6 +86,27 @@ def box_to_distance(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat((points - boxes[..., :2], boxes[..., 2:] - points), -1)
 
 
+def crop_split_regions(boxes: torch.Tensor, size: tuple[int, int]
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each pixel of a map falls relative to each box (the geometry of `crop_split`).
+
+    Args:
+        boxes: (..., N, 4) boxes in map pixels; size: (h, w) of the maps.
+    Returns:
+        right (..., N, 1, w) and bottom (..., N, h, 1) bool: the pixel column (row) is in the box's right
+        (bottom) half, trunc((px - x1) / ((x2 - x1 + 0.1) / 2)) >= 1, the original CUDA kernel's
+        arithmetic; inside (..., N, h, w) bool, x1 <= px < x2 and y1 <= py < y2.
+    """
+    h, w = size
+    px = torch.arange(w, device=boxes.device, dtype=boxes.dtype)  # (w,)
+    py = torch.arange(h, device=boxes.device, dtype=boxes.dtype)[:, None]  # (h, 1)
+    x1, y1, x2, y2 = (boxes[..., i, None, None] for i in range(4))  # (..., N, 1, 1)
+    inside = ((px >= x1) & (px < x2)) & ((py >= y1) & (py < y2))  # rows and columns first: one (h, w) op
+    right = ((px - x1) / ((x2 - x1 + 0.1) / 2)).trunc() >= 1  # (..., N, 1, w)
+    bottom = ((py - y1) / ((y2 - y1 + 0.1) / 2)).trunc() >= 1  # (..., N, h, 1)
+    return right, bottom, inside
+
+
 def crop_split(quadrant_maps: Iterable[torch.Tensor], boxes: torch.Tensor, size: tuple[int, int]
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The crop-split rule: each pixel of a box takes its value from the map of the box quadrant it
@@ -91,17 +121,16 @@ def crop_split(quadrant_maps: Iterable[torch.Tensor], boxes: torch.Tensor, size:
     Returns:
         values (..., N, h, w): each pixel's value from its quadrant's map (outside the box: a value
         from one of the maps, meaningless); inside (..., N, h, w) bool, x1 <= px < x2 and
-        y1 <= py < y2. A pixel is in the right half when trunc((px - x1) / ((x2 - x1 + 0.1) / 2)) >= 1
-        (likewise the bottom half), the original CUDA kernel's arithmetic.
+        y1 <= py < y2. The quadrant of a pixel is `crop_split_regions`'.
     """
-    h, w = size
-    px = torch.arange(w, device=boxes.device, dtype=boxes.dtype)  # (w,)
-    py = torch.arange(h, device=boxes.device, dtype=boxes.dtype)[:, None]  # (h, 1)
-    x1, y1, x2, y2 = (boxes[..., i, None, None] for i in range(4))  # (..., N, 1, 1)
-    inside = (px >= x1) & (py >= y1) & (px < x2) & (py < y2)
-    right = ((px - x1) / ((x2 - x1 + 0.1) / 2)).trunc() >= 1  # (..., N, 1, w)
-    bottom = ((py - y1) / ((y2 - y1 + 0.1) / 2)).trunc() >= 1  # (..., N, h, 1)
+    right, bottom, inside = crop_split_regions(boxes, size)
     values = None
     for (in_bottom, in_right), part in zip(QUADRANTS, quadrant_maps, strict=True):
         values = part if values is None else torch.where((right == in_right) & (bottom == in_bottom), part, values)
     return values, inside
+
+
+def quadrant_index(right: torch.Tensor, bottom: torch.Tensor) -> torch.Tensor:
+    """(..., N, 1, w) right and (..., N, h, 1) bottom halves (`crop_split_regions`) -> (..., N, h, w) int64
+    index of each pixel's quadrant in the `QUADRANTS` order TL, TR, BL, BR: 2 * bottom + right."""
+    return (bottom.long() * 2).add(right.long())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sipvis.model.box_ops import box_iou, crop_split, distance_to_box, level_points
+from sipvis.model.box_ops import box_iou, crop_split_regions, distance_to_box, level_points, quadrant_index
 from sipvis.model.config import SipMaskConfig
 from sipvis.model.head import HeadOutputs
 
@@ -88,21 +88,58 @@ def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, cfg: SipMaskConfig):
         boxes: (B, N, 4); scores: (B, N, C).
     Returns:
         index (B, K) into N, labels (B, K), scores (B, K), valid (B, K) with K = max_per_img.
+
+    Only the leading ranks of each class are examined (`_nms_top`), as few as decide the result
+    exactly: the outputs are those of the full (C, top_k, top_k) computation, bit for bit.
     """
     b, n, c = scores.shape
     top_k = min(cfg.nms_top_k, n)
     cls_scores, order = scores.transpose(1, 2).sort(dim=2, descending=True)  # (B, C, N)
     cls_scores, order = cls_scores[..., :top_k], order[..., :top_k]
-    cls_boxes = boxes.gather(1, order.reshape(b, -1, 1).expand(-1, -1, 4)).view(b, c, top_k, 4)
-    iou = box_iou(cls_boxes, cls_boxes, pixel_offset=0.0).triu_(diagonal=1)  # (B, C, k, k)
-    # a box survives when no higher-scored box of its class (kept or not) overlaps it too much
-    keep = (iou.max(dim=2).values <= cfg.nms_iou) & (cls_scores > cfg.score_thr)
-    flat = torch.where(keep, cls_scores, torch.full_like(cls_scores, -1.0)).reshape(b, -1)
-    k = min(cfg.max_per_img, flat.shape[1])
-    best, pos = flat.topk(k, dim=1)  # sorted, highest first
+    k = min(cfg.max_per_img, c * top_k)
+    best, pos = _nms_top(boxes, cls_scores, order, cfg, k)
     labels = pos // top_k
     index = order.reshape(b, -1).gather(1, pos)
     return index, labels, best.clamp(min=0), best > 0
+
+
+def _nms_top(boxes: torch.Tensor, cls_scores: torch.Tensor, order: torch.Tensor, cfg: SipMaskConfig, k: int):
+    """The top-k (values (B, k), positions (B, k) into C * top_k) of the kept scores (-1 where not kept),
+    equal to those of every rank's keep flag.
+
+    A box at or under the score threshold is never kept, and a box's flag depends only on the boxes ranked
+    above it in its class; so only ranks up to the last one over the threshold (`last`) need flags. The
+    ranks are examined `cfg.max_per_img`, then twice as many... at a time: once the k best kept scores
+    are distinct, beat the (k+1)-th and every unexamined score over the threshold, the top-k is the full
+    computation's whatever the unexamined flags are. One host sync per step.
+    """
+    above = cls_scores > cfg.score_thr
+    ranks = torch.arange(1, above.shape[-1] + 1, device=above.device)
+    last = int((above * ranks).max()) if above.numel() else 0  # ranks past it are never kept
+    fill = torch.full_like(cls_scores, -1.0)
+    examined = min(last, max(cfg.max_per_img, 1))
+    while True:
+        keep = torch.zeros_like(above)
+        if examined:
+            keep[..., :examined] = _nms_flags(boxes, order[..., :examined], cfg.nms_iou) & above[..., :examined]
+        flat = torch.where(keep, cls_scores, fill).flatten(1)
+        if examined == last or k >= flat.shape[1]:
+            return flat.topk(k, dim=1)  # sorted, highest first
+        values, positions = flat.topk(k + 1, dim=1)
+        rest = torch.where(above[..., examined:], cls_scores[..., examined:], fill[..., examined:])
+        decided = (values[:, :-1] > values[:, 1:]).all(1) & (values[:, k - 1] > rest.flatten(1).max(1).values)
+        if bool(decided.all()):
+            return values[:, :k], positions[:, :k]
+        examined = min(2 * examined, last)
+
+
+def _nms_flags(boxes: torch.Tensor, order: torch.Tensor, iou_thr: float) -> torch.Tensor:
+    """(B, C, m) per-class ranking (indices into N of (B, N, 4) boxes) -> (B, C, m) bool: no higher-ranked
+    box of its class (kept or not) overlaps the box by more than `iou_thr` (NaN IoU counts as overlap)."""
+    b, c, m = order.shape
+    cls_boxes = boxes.gather(1, order.reshape(b, -1, 1).expand(-1, -1, 4)).view(b, c, m, 4)
+    iou = box_iou(cls_boxes, cls_boxes, pixel_offset=0.0).triu_(diagonal=1)  # (B, C, m, m)
+    return iou.max(dim=2).values <= iou_thr
 
 
 def crop_split_masks(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -114,14 +151,43 @@ def crop_split_masks(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Ten
         boxes: (B, N, 4) boxes in basis-mask pixels.
     Returns:
         (B, N, h, w) probabilities, 0 outside the box; the quadrant rule is `box_ops.crop_split`.
+
+    Only the pixels inside some box are computed (`_covered_pixels`); each one's logits come from one
+    product for the four quadrants of all N boxes, as always: the product's rows (N x 4) set its rounding,
+    a product per quadrant or per box rounds differently, and the outputs must stay bit-identical (a
+    subset of its columns does not change them). The quadrant is picked before the sigmoid, which is
+    element-wise: a quarter of the sigmoids, same bits.
     """
     b, k, h, w = basis.shape
     n = coeffs.shape[1]
-    # one product for the four quadrants and the sigmoid before selecting, as always: a product per quadrant
-    # rounds differently, and the outputs must stay bit-identical
-    logits = torch.einsum("bkhw,bnqk->bnqhw", basis, coeffs.view(b, n, 4, k).to(basis.dtype))
-    soft, inside = crop_split(logits.float().sigmoid().unbind(2), boxes, (h, w))
-    return soft * inside
+    right, bottom, inside = crop_split_regions(boxes, (h, w))
+    source, target = _covered_pixels(inside)
+    soft = basis.new_zeros((b, n, h * w + 1), dtype=torch.float32)  # the last column takes the padding
+    if source.numel():
+        cols = basis.flatten(2).index_select(2, source)  # (B, K, P)
+        logits = torch.einsum("bkp,bnqk->bnqp", cols, coeffs.view(b, n, 4, k).to(basis.dtype)).float()
+        quadrant = quadrant_index(right[..., 0, :].index_select(-1, source % w)[..., None, :],
+                                  bottom[..., 0].index_select(-1, source // w)[..., None, :])  # (B, N, 1, P)
+        picked = logits.gather(2, quadrant).squeeze(2).sigmoid_()  # (B, N, P)
+        soft.index_copy_(2, target, picked.mul_(inside.flatten(2).index_select(2, source)))
+    return soft[..., : h * w].unflatten(-1, (h, w))
+
+
+def _covered_pixels(inside: torch.Tensor, multiple: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, h, w) in-box flags -> flat indices of the pixels inside some box of some frame, padded to a
+    multiple of `multiple` (one host sync): `source` (P,) pads with pixel 0, `target` (P,) with h * w, a
+    column past the map where the padding is dropped.
+
+    The padding keeps every element-wise op on (B, N, P) in its vectorised loop: PyTorch's scalar loop
+    (the tail of a vector loop, also at each thread's chunk end) computes the sigmoid differently in the
+    last bit, and the old full-map sigmoid never took it.
+    """
+    hw = inside.shape[-2] * inside.shape[-1]
+    pixels = inside.flatten(2).any(1).any(0).nonzero().squeeze(1)
+    pad = -pixels.numel() % multiple
+    source = torch.cat((pixels, pixels.new_zeros(pad)))
+    target = torch.cat((pixels, pixels.new_full((pad,), hw)))
+    return source, target
 
 
 def postprocess(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig) -> Detections:
@@ -131,10 +197,65 @@ def postprocess(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig) -> De
     det_boxes = boxes.gather(1, index[..., None].expand(-1, -1, 4))
     det_coeffs = coeffs.gather(1, index[..., None].expand(-1, -1, coeffs.shape[-1]))
     soft = crop_split_masks(out.basis, det_coeffs, det_boxes * geom.scale / 2)
-    up = F.interpolate(soft, scale_factor=2 / geom.scale, mode="bilinear", align_corners=False)
-    masks = _paste(up > cfg.mask_thr, geom.original) & valid[..., None, None]
+    masks = upsample_masks(soft, valid, geom, cfg.mask_thr)
     embeddings = box_embeddings(out.track_feats, det_boxes * geom.scale)
     return Detections(det_boxes, det_scores, labels, valid, masks, embeddings)
+
+
+def upsample_masks(soft: torch.Tensor, valid: torch.Tensor, geom: FrameGeometry, threshold: float) -> torch.Tensor:
+    """(B, N, h, w) soft masks at the basis size -> (B, N, H, W) bool at the original size: bilinear by
+    2 / scale (align_corners False, the scale factor given to `F.interpolate`, as the original), > threshold,
+    top-left aligned into zeros and cropped to fit; all False in invalid slots.
+
+    Only the leading slots holding a valid detection in some frame are upsampled (valid slots come first;
+    one host sync per batch). When the factor is a power of two (640x360 and 1280x720 sources), only each
+    mask's band of rows is upsampled (`_upsample_row_bands`); otherwise the whole maps are.
+    """
+    b, n = valid.shape
+    H, W = geom.original
+    masks = torch.zeros((b, n, H, W), dtype=torch.bool, device=soft.device)
+    used = int(valid.sum(1).max()) if valid.numel() else 0
+    if used == 0:
+        return masks
+    # invalid slots of a frame among the leading ones are zeroed first, so they threshold to False
+    src = soft[:, :used] * valid[:, :used, None, None]
+    factor = 2 / geom.scale
+    if factor >= 1 and factor.is_integer() and int(factor) & (int(factor) - 1) == 0:
+        up = _upsample_row_bands(src, int(factor), threshold)
+    else:
+        up = F.interpolate(src, scale_factor=factor, mode="bilinear", align_corners=False) > threshold
+    hh, ww = min(up.shape[-2], H), min(up.shape[-1], W)
+    masks[:, :used, :hh, :ww] = up[..., :hh, :ww]
+    return masks
+
+
+def _upsample_row_bands(soft: torch.Tensor, factor: int, threshold: float, multiple: int = 16) -> torch.Tensor:
+    """`F.interpolate(soft, scale_factor=factor, bilinear) > threshold` for a power-of-two `factor`, from
+    each map's band of rows around its non-zero ones (one interpolate over all bands, one paste).
+
+    Exact: with a power-of-two factor the sampling position of output row d is exactly
+    d / factor + (1 / factor - 1) / 2, so a band starting at input row `a` has the whole map's row weights
+    shifted by a * factor output rows. A band reaches one zero row past the non-zero ones (or the map's
+    edge, where the clamping is the whole map's): the output rows it changes read only zeros, and every
+    output row outside the band is 0 too. Bands keep the full width: the kernel's arithmetic along a row
+    depends on the position in the row (vector loop or not), so cropping columns would change the last
+    bit. Band heights are a multiple of `multiple` rows, so thread chunks split no row, as the whole map's.
+    """
+    b, n, h, w = soft.shape
+    rows = (soft != 0).any(-1)  # (B, N, h)
+    index = torch.arange(h, device=soft.device)
+    lo = (torch.where(rows, index, h).min(-1).values - 1).clamp(min=0)
+    hi = (torch.where(rows, index + 1, 0).max(-1).values + 1).clamp(max=h)
+    size = min(h, -(-int((hi - lo).clamp(min=0).max()) // multiple) * multiple)  # one host sync
+    out = soft.new_zeros((b, n, h * factor, w * factor), dtype=torch.bool)
+    if size == 0:
+        return out
+    start = torch.minimum(lo, torch.full_like(lo, h - size))  # (B, N)
+    band_rows = start[..., None] + torch.arange(size, device=soft.device)  # (B, N, size)
+    bands = soft.gather(2, band_rows[..., None].expand(-1, -1, -1, w))  # (B, N, size, w)
+    up = F.interpolate(bands, scale_factor=float(factor), mode="bilinear", align_corners=False) > threshold
+    up_rows = (start * factor)[..., None] + torch.arange(size * factor, device=soft.device)
+    return out.scatter_(2, up_rows[..., None].expand(-1, -1, -1, w * factor), up)
 
 
 def box_embeddings(track_feats: torch.Tensor, boxes: torch.Tensor, stride: int = 8) -> torch.Tensor:
@@ -147,14 +268,3 @@ def box_embeddings(track_feats: torch.Tensor, boxes: torch.Tensor, stride: int =
     cy = torch.floor((boxes[..., 1] + boxes[..., 3]) / 2.0 / stride).long().clamp(0, h - 1)
     flat = track_feats.flatten(2)  # (B, E, h*w)
     return flat.gather(2, (cy * w + cx)[:, None, :].expand(-1, e, -1)).transpose(1, 2).float()
-
-
-def _paste(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Top-left aligned copy of (B, N, h, w) masks into zeros of (B, N, H, W), cropped to fit."""
-    H, W = size
-    h, w = masks.shape[-2:]
-    if (h, w) == (H, W):
-        return masks
-    out = masks.new_zeros(masks.shape[:-2] + (H, W))
-    out[..., : min(h, H), : min(w, W)] = masks[..., : min(h, H), : min(w, W)]
-    return out

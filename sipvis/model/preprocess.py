@@ -10,7 +10,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def keep_ratio_scale(height: int, width: int, max_size: tuple[int, int] = (640, 360)) -> tuple[float, int, int]:
@@ -40,11 +39,20 @@ def normalize_and_pad(
     divisor: int = 32,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """(B, h, w, 3) uint8 BGR on any device -> (B, 3, Hp, Wp) normalised, zero-padded bottom/right."""
-    x = images.permute(0, 3, 1, 2).float()  # (B, h, w, 3) -> (B, 3, h, w)
+    """(B, h, w, 3) uint8 BGR on any device -> (B, 3, Hp, Wp) normalised, zero-padded bottom/right.
+
+    The result is channels_last (the network's faster layout on CPU): it is written once, in place, into
+    an (B, Hp, Wp, 3) buffer whose padding alone is zeroed; (x - mean) / std in float32 as the original,
+    the uint8 -> float conversion fused into the subtraction.
+    """
+    b, h, w, _ = images.shape
+    hp, wp = padded_size(h, w, divisor)
     if to_rgb:
-        x = x.flip(1)
-    x = (x - x.new_tensor(mean).view(1, 3, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1)
-    hp, wp = padded_size(x.shape[2], x.shape[3], divisor)
-    x = F.pad(x, (0, wp - x.shape[3], 0, hp - x.shape[2]))
-    return x.to(dtype)
+        images = images.flip(-1)
+    out = torch.empty((b, hp, wp, 3), dtype=torch.float32, device=images.device)
+    out[:, h:] = 0
+    out[:, :h, w:] = 0
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device)
+    std_t = torch.tensor(std, dtype=torch.float32, device=images.device)
+    torch.sub(images, mean_t, out=out[:, :h, :w]).div_(std_t)
+    return out.permute(0, 3, 1, 2).to(dtype)  # (B, Hp, Wp, 3) -> (B, 3, Hp, Wp), channels_last strides
