@@ -257,10 +257,14 @@ def load_weights(spec: str | Path, progress: DownloadProgress | None = None) -> 
     if resolved.format == "sipvis":
         cfg, state, _ = load_checkpoint(resolved.path)
         return cfg, state
-    converted, _ = checkpoint_paths(resolved.path.with_name(resolved.path.name + ".sipvis"))
-    if converted.exists() and converted.stat().st_mtime >= resolved.path.stat().st_mtime:
-        cfg, state, _ = load_checkpoint(converted)
-        return cfg, state
+    converted, converted_config = checkpoint_paths(resolved.path.with_name(resolved.path.name + ".sipvis"))
+    if (converted.exists() and converted_config.exists()
+            and converted.stat().st_mtime >= resolved.path.stat().st_mtime):
+        try:
+            cfg, state, _ = load_checkpoint(converted)
+            return cfg, state
+        except SipvisError:
+            pass  # a damaged cache: convert again and rewrite it
     state, _ = read_mmdet_checkpoint(resolved.path)
     cfg, state, _ = convert_mmdet(state)
     try:

@@ -37,3 +37,25 @@ def test_a_folder_at_the_target_path_is_one_clear_error(tmp_path):
     (tmp_path / "out.json").mkdir()
     with pytest.raises(SipvisError, match="it is a folder"):
         write_json_atomic(tmp_path / "out.json", [])
+
+
+def test_close_all_closes_every_sink_and_raises_the_first_error():
+    from sipvis.io.sinks import close_all
+
+    closed = []
+
+    class Sink:
+        def __init__(self, name, fail=False):
+            self.name, self.fail = name, fail
+
+        def write(self, frame, instances):
+            pass
+
+        def close(self):
+            closed.append(self.name)
+            if self.fail:
+                raise SipvisError(f"cannot write {self.name}: No space left on device")
+
+    with pytest.raises(SipvisError, match="cannot write json"):
+        close_all([Sink("json", fail=True), Sink("video"), Sink("mots", fail=True)])
+    assert closed == ["json", "video", "mots"]  # the video is finalised although the JSON failed first

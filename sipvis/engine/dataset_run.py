@@ -12,7 +12,6 @@ first rank gathers the files into `results.json` (category ids of the split) and
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Protocol
 from sipvis.data.ytvis import LAYOUT_HELP, Categories, SplitFiles
 from sipvis.engine.distributed import DistInfo, barrier
 from sipvis.errors import SipvisError
-from sipvis.io.files import load_json_object
+from sipvis.io.files import load_json, load_json_object
 from sipvis.io.files import write_json_atomic
 
 
@@ -133,7 +132,7 @@ def collect_results(split: Split, out_dir: Path) -> list[dict]:
         path = out_dir / "videos" / f"{video['id']}.json"
         if not path.exists():
             raise SipvisError(f"results of video {video['id']} are missing ({path}); run again to finish")
-        entries.extend(json.loads(path.read_text()))
+        entries.extend(load_json(path, f"results of video {video['id']}"))
     return split.categories.results_to_split(entries)
 
 

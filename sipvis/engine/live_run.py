@@ -29,7 +29,7 @@ from sipvis.engine.pipeline import OutputFilter
 from sipvis.errors import SipvisError
 from sipvis.io.camera import CameraSource
 from sipvis.io.render import Renderer
-from sipvis.io.sinks import Recorder, ResultsJson, SnapshotSink, Sink
+from sipvis.io.sinks import Recorder, ResultsJson, SnapshotSink, Sink, close_all
 from sipvis.io.source import Frame, FrameSource
 from sipvis.track import new_tracker
 
@@ -236,14 +236,7 @@ class LiveRun:
 
     def _close_sinks(self) -> None:
         """Close every sink; then raise the first error one of them had."""
-        errors = []
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except SipvisError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_all(self.sinks)
 
     def _raise_if_lost(self, reason: str | None) -> None:
         if reason == INPUT_LOST:

@@ -17,7 +17,7 @@ import numpy as np
 
 from sipvis.engine.inference import Segmenter
 from sipvis.io.background import BackgroundWorker, threaded_iter
-from sipvis.io.sinks import Sink, StopRequested
+from sipvis.io.sinks import Sink, StopRequested, close_all
 from sipvis.io.source import Frame, FrameSource
 from sipvis.results import FrameInstances
 from sipvis.track import OriginalTracker, Tracker
@@ -119,7 +119,6 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
         except StopRequested:
             pass
         finally:
-            for sink in sinks:
-                sink.close()
+            close_all(sinks)
         stats.seconds = time.perf_counter() - start
     return stats

@@ -26,7 +26,7 @@ from sipvis.engine.pipeline import OutputFilter, RunStats, track_source
 from sipvis.errors import SipvisError
 from sipvis.io.formats import InstancePngSink, MotsTxtSink
 from sipvis.io.inputs import open_source
-from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink
+from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink, close_all
 from sipvis.io.source import FrameRange, FrameSource
 from sipvis.io.video_writer import CONTAINERS
 from sipvis.track import new_tracker
@@ -147,7 +147,7 @@ def _open_sinks(source: FrameSource, paths: dict[str, Path], class_names, trails
         for open_sink in openers:
             sinks.append(open_sink())
     except BaseException:
-        for sink in sinks:
-            sink.close()
+        with contextlib.suppress(Exception):  # the error that stopped the opening is the one to report
+            close_all(sinks)
         raise
     return sinks

@@ -33,9 +33,7 @@ duplicate GT/video/category ids       error       (official silently lets the la
 from __future__ import annotations
 
 import array
-import contextlib
 import functools
-import gc
 import json
 import math
 from collections.abc import Iterator
@@ -88,18 +86,6 @@ class Issue:
     kind: IssueKind
     message: str
     index: int | None = None
-
-
-# --------------------------------------------------------------------------------------------- files
-
-
-def _without_gc(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with no_gc():
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 # ------------------------------------------------------------------------------------------- storage
@@ -401,7 +387,7 @@ def _rle_boxes(masks: MaskStore, track: Track, length: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------ ground truth
 
 
-@_without_gc
+@no_gc()  # parsing allocates millions of small acyclic objects
 def parse_gt(gt: dict | str | Path, iou_type: IouType = "segm") -> GroundTruth:
     """Parse a YouTube-VIS annotation file (dict or path); raise `SipvisError` on schema errors.
 
@@ -559,7 +545,7 @@ def _gt_masks(segmentations: list, video: Video, where: str, masks: MaskStore) -
 # ------------------------------------------------------------------------------------------ results
 
 
-@_without_gc
+@no_gc()  # parsing allocates millions of small acyclic objects
 def parse_results(
     gt: GroundTruth,
     results: list | str | Path,

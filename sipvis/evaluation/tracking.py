@@ -538,7 +538,7 @@ def evaluate_tracking_files(
         SipvisError: one line naming the file (and line or entry) for unreadable or invalid input.
     """
     metrics = check_metrics(metrics)
-    from sipvis.evaluation.schema import no_gc  # millions of small acyclic objects: see no_gc
+    from sipvis.io.files import no_gc  # millions of small acyclic objects: see no_gc
 
     with no_gc():
         return _evaluate_files(fmt, gt, results, split, metrics, parsed, progress)

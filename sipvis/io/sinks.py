@@ -14,7 +14,7 @@ window), and for live runs `Recorder` (record the annotated view, started and st
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -41,6 +41,19 @@ class Sink(Protocol):
     def write(self, frame: Frame, instances: FrameInstances) -> None: ...
 
     def close(self) -> None: ...
+
+
+def close_all(sinks: Iterable[Sink]) -> None:
+    """Close every sink, even when one fails (a full disk under the JSON must not lose the video);
+    then raise the first error."""
+    errors: list[BaseException] = []
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as exc:  # noqa: BLE001 - every sink gets its close; the first error is re-raised
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 class AnnotatedVideoSink:

@@ -227,6 +227,8 @@ class VideoSource(FrameSource):
         if not drained:  # `demux` stopped before its flushing packet: the decoder still holds frames
             for frame in _drain(stream):
                 delivered += 1
+                if frame.pts is not None:
+                    last_pts = frame.pts  # recovery below resumes after the last frame delivered
                 yield frame
         if damaged and delivered < sent and last_pts is not None and not self._live_input():
             for frame in self._recovered(last_pts):

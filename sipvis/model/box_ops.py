@@ -77,7 +77,10 @@ def distance_to_box(points: torch.Tensor, distances: torch.Tensor,
     if clip_to is None:
         return boxes
     h, w = clip_to
-    return torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w - 1, h - 1, w - 1, h - 1]))
+    boxes = boxes.clamp(min=0)
+    boxes[..., 0::2] = boxes[..., 0::2].clamp(max=w - 1)  # scalar bounds: no host-to-device copy
+    boxes[..., 1::2] = boxes[..., 1::2].clamp(max=h - 1)
+    return boxes
 
 
 def box_to_distance(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

@@ -192,7 +192,8 @@ class RobustTracker:
     Ids are 0-based in creation order and never reused. A track matched on a frame is active; unmatched
     it is lost and kept for `max_age` frames, during which a detection can take it back (by embedding
     similarity, or by overlap when the model has no tracking branch). `track_class(id)` / `classes()`
-    give the score-weighted class vote of a track, which the video aggregation should report.
+    give a track's score-weighted class vote; `voted_labels(ids)` gives it per detection, which is what
+    the frame results (and so the video JSON's category) report.
     """
 
     cfg: RobustTrackerConfig = field(default_factory=RobustTrackerConfig)

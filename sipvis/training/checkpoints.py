@@ -21,7 +21,8 @@ import torch
 from sipvis.errors import SipvisError
 
 # what the numpy generator state of a checkpoint written before it was stored as a tensor needs
-_OLD_NUMPY_STATE = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+_NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core to numpy._core
+_OLD_NUMPY_STATE = [_NUMPY_CORE.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def rng_state() -> dict:
@@ -74,7 +75,7 @@ def load_state(path: Path) -> dict:
         raise SipvisError(f"refusing to resume from {path}: it holds Python objects other than tensors and "
                           f"plain values{what}, which could run code; not a sipvis training checkpoint") from None
     except Exception as exc:  # a truncated or foreign file
-        raise SipvisError(f"cannot read training checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise SipvisError(f"cannot read training checkpoint {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
     if not isinstance(state, dict) or "optimizer" not in state:
         raise SipvisError(f"{path} is not a sipvis training checkpoint")
     return state
