@@ -47,3 +47,64 @@ def detections(exp: dict) -> dict[str, np.ndarray | None]:
 # the standard COCO category ids of the 80 labels (1..90 with gaps), the order of CocoDataset.cat_ids
 COCO_CATEGORY_IDS = tuple([*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
                            *range(72, 83), *range(84, 91)])
+
+
+class FakeImageSegmenter:
+    """Stands in for an image-model `Segmenter` (prepare / batches / detect, `cfg.task == "image"`): its
+    `detect` returns the original's detections of the reference image of the frame's size (padded with
+    invalid slots in front, to check that only `valid` slots count), nothing for other sizes.
+    `fail_after` images, it raises (a failure in the middle of a run)."""
+
+    def __init__(self, config: str, batch_size: int = 1, fail_after: int | None = None) -> None:
+        from types import SimpleNamespace
+
+        from sipvis.model.config import COCO_CLASSES
+
+        self.cases = {}
+        for image in IMAGES:
+            exp = expected(config, image)
+            self.cases[tuple(exp["ori_shape"][:2])] = detections(exp)
+        self.cfg = SimpleNamespace(task="image", category_ids=COCO_CATEGORY_IDS)
+        self.class_names = COCO_CLASSES
+        self.batch_size = batch_size
+        self.fail_after = fail_after
+        self.seen = 0
+
+    def prepare(self, image, index=0, timestamp=None, source=None):
+        from sipvis.engine.inference import PreparedFrame
+
+        return PreparedFrame(index, image, 1.0, image.shape[:2], timestamp, source)
+
+    def batches(self, frames):
+        from sipvis.engine.inference import Segmenter
+
+        return Segmenter.batches(self, frames)
+
+    def detect(self, frames):
+        import torch
+        from types import SimpleNamespace
+
+        self.seen += len(frames)
+        if self.fail_after is not None and self.seen > self.fail_after:
+            raise RuntimeError("model failed")
+        h, w = frames[0].original
+        per = [self.cases.get((h, w)) for _ in frames]
+        k = max((len(d["scores"]) for d in per if d is not None), default=0) + 2
+        out = SimpleNamespace(boxes=torch.zeros(len(frames), k, 4), scores=torch.zeros(len(frames), k),
+                              labels=torch.zeros(len(frames), k, dtype=torch.int64),
+                              valid=torch.zeros(len(frames), k, dtype=torch.bool),
+                              masks=torch.zeros(len(frames), k, h, w, dtype=torch.bool), mask_scores=None)
+        if any(d is not None and d["mask_scores"] is not None for d in per):
+            out.mask_scores = torch.zeros(len(frames), k)
+        for b, d in enumerate(per):
+            if d is None:
+                continue
+            n = len(d["scores"])
+            out.boxes[b, 2:n + 2] = torch.from_numpy(d["boxes"])
+            out.scores[b, 2:n + 2] = torch.from_numpy(d["scores"])
+            out.labels[b, 2:n + 2] = torch.from_numpy(d["labels"])
+            out.masks[b, 2:n + 2] = torch.from_numpy(d["masks"])
+            out.valid[b, 2:n + 2] = True
+            if d["mask_scores"] is not None:
+                out.mask_scores[b, 2:n + 2] = torch.from_numpy(d["mask_scores"])
+        return out
