@@ -51,14 +51,16 @@ _MOTS_FORMATS = ("kitti-mots", "mots-challenge")
 @click.option("--metrics", "metrics_text", default=None,
               help="Comma list of ap (YouTube-VIS AP/AR), hota, clear (MOTA/MOTSA, IDSW), identity (IDF1); "
                    "the tracking metrics equal TrackEval's.  [default: ap; hota,clear,identity for MOTS formats]")
-@click.option("--format", "fmt", type=click.Choice(["youtube-vis", *_MOTS_FORMATS]), default="youtube-vis",
-              show_default=True, help="Input format of --gt/--results (MOTS formats: tracking metrics only).")
+@click.option("--format", "fmt", type=click.Choice(["youtube-vis", *_MOTS_FORMATS, "coco"]), default="youtube-vis",
+              show_default=True, help="Input format of --gt/--results (MOTS formats: tracking metrics only; "
+                                      "coco: COCO box and mask AP of image results).")
 @click.option("--split", "mots_split", default=None,
               help="MOTS split (seqmap name) to score [default: val for kitti-mots, train for mots-challenge].")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Also write the metrics to this JSON file.")
-@click.option("--iou-type", type=click.Choice(["segm", "bbox"]), default="segm", show_default=True,
-              help="segm: official mask AP; bbox: spatio-temporal box AP (sipvis extension).")
+@click.option("--iou-type", type=click.Choice(["segm", "bbox"]), default=None,
+              help="segm: official mask AP; bbox: spatio-temporal box AP (sipvis extension).  [default: segm; "
+                   "--format coco: both]")
 @click.option("--strict", is_flag=True,
               help="Fail on any problem in the results (size mismatch, frame count, ...) instead of warning.")
 @click.option("--drop-unknown-videos", is_flag=True,
@@ -71,14 +73,15 @@ _MOTS_FORMATS = ("kitti-mots", "mots-challenge")
 @click.option("--ratio", type=float, default=0.1, show_default=True,
               help="Holdout fraction of the videos (--make-split).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (--make-split).")
-@click.option("--dataset", type=click.Choice(["youtube-vis"]), default=None,
-              help="Run the model over SPLIT of a dataset in the YouTube-VIS layout, then score it.")
+@click.option("--dataset", type=click.Choice(["youtube-vis", "coco"]), default=None,
+              help="Run the model over SPLIT of a dataset (YouTube-VIS layout, or COCO's: annotations/"
+                   "instances_SPLIT.json + SPLIT/), then score it.")
 @click.argument("split", required=False)
 @click.option("--year", type=click.Choice(["2019", "2021"]), default="2019", show_default=True,
               help="YouTube-VIS edition (default data root data/youtube-vis-YEAR).")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
-              help="Dataset folder holding <split>/JPEGImages and annotations/ (--dataset).")
-@click.option("--subset", type=int, default=None, help="Only the first N videos of the split (--dataset).")
+              help="Dataset folder holding <split>/JPEGImages and annotations/ (--dataset; coco: default data/coco).")
+@click.option("--subset", type=int, default=None, help="Only the first N videos (coco: images) of the split (--dataset).")
 @model_options(max_dets=False)
 @click.option("--quiet", is_flag=True, help="No progress bar and no tables (warnings still go to stderr).")
 @tracker_option()
@@ -110,7 +113,7 @@ def command(
     quiet: bool,
     tracker: str = "original",
 ) -> None:
-    """Score YouTube-VIS results with the official AP/AR, or make a local train/holdout split.
+    """Score YouTube-VIS (or COCO) results with the official AP/AR, or make a local train/holdout split.
 
     The 12 figures equal those of the official evaluator (youtubevos/cocoapi), which the YouTube-VIS
     CodaLab server runs; -1 means undefined (no ground truth in that area range). --metrics hota,clear,identity
@@ -124,17 +127,21 @@ def command(
       sipvis eval --format kitti-mots --gt kitti_mots/ --results tracks/ --metrics hota,clear,identity
       sipvis eval --make-split --gt train.json --out splits/ --ratio 0.1 --seed 0
       sipvis eval --dataset youtube-vis valid --data-root data/youtube-vis-2019 --out runs/valid
+      sipvis eval --format coco --gt instances_val2017.json --results results.json
+      sipvis eval --dataset coco val2017 --data-root data/coco --weights sipmask-r50-coco
     """
-    metrics = _check_metric_options(metrics_text, fmt, mots_split, iou_type, strict or drop_unknown_videos)
+    model = dict(weights=weights, device=device, precision=precision, batch=batch, score_thr=score_thr,
+                 class_filter=class_filter, tracker=tracker)
+    if fmt == "coco" or dataset == "coco":
+        return _run_coco(click.get_current_context().params, model)
+    metrics = _check_metric_options(metrics_text, fmt, mots_split, iou_type or "segm", strict or drop_unknown_videos)
     if dataset is not None:
         if split is None:
             raise click.UsageError("--dataset youtube-vis needs a SPLIT, e.g. `sipvis eval --dataset youtube-vis valid`")
         if fmt != "youtube-vis":
             raise click.UsageError(f"--format {fmt} does not go with --dataset youtube-vis")
         run_dataset(split, data_root or Path(f"data/youtube-vis-{year}"), out_dir or Path("runs") / "eval" / split,
-                    subset=subset, json_path=json_path, quiet=quiet, metrics=metrics,
-                    model=dict(weights=weights, device=device, precision=precision, batch=batch,
-                               score_thr=score_thr, class_filter=class_filter, tracker=tracker))
+                    subset=subset, json_path=json_path, quiet=quiet, metrics=metrics, model=model)
         return
     if split is not None:
         raise click.UsageError(f"unexpected argument {split!r}: a SPLIT goes with --dataset youtube-vis")
@@ -155,7 +162,7 @@ def command(
         raise click.UsageError("give --gt ANNOTATIONS.json and --results RESULTS.json "
                                "(or --make-split --gt FILE --out DIR)")
     score_results_file(
-        gt_path, results_path, json_path=json_path, iou_type=iou_type, strict=strict,
+        gt_path, results_path, json_path=json_path, iou_type=iou_type or "segm", strict=strict,
         unknown_videos="drop" if drop_unknown_videos else "error", quiet=quiet, metrics=metrics,
     )
 
@@ -213,7 +220,7 @@ def run_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | Non
 class _SplitView:
     """Progress of a split run on stderr: videos and frames bars (first rank), the resume note."""
 
-    def __init__(self, quiet: bool, show_bars: bool) -> None:
+    def __init__(self, quiet: bool, show_bars: bool, units: tuple[str, str] = ("videos", "frames")) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
@@ -222,6 +229,7 @@ class _SplitView:
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn()]
         self.bars = Progress(*columns, console=self.console, disable=not show_bars)
+        self.units = units
 
     def __enter__(self) -> "_SplitView":
         return self
@@ -230,12 +238,12 @@ class _SplitView:
         self.bars.stop()
 
     def resumed(self, done: int, total: int) -> None:
-        self.console.print(f"resuming: {done} of {total} videos already done", highlight=False)
+        self.console.print(f"resuming: {done} of {total} {self.units[0]} already done", highlight=False)
 
     def start(self, videos: int, frames: int) -> None:
         self.bars.start()
-        self.videos = self.bars.add_task("videos", total=videos)
-        self.frames_task = self.bars.add_task("frames", total=frames)
+        self.videos = self.bars.add_task(self.units[0], total=videos)
+        self.frames_task = self.bars.add_task(self.units[1], total=frames)
 
     def frames(self, n: int) -> None:
         self.bars.advance(self.frames_task, n)
@@ -436,3 +444,98 @@ def run_make_split(gt_path: Path, out_dir: Path, *, ratio: float = 0.1, seed: in
                    f"{res.n_holdout_annotations} annotations)")
         click.echo(f"Score a model's results on the holdout with: sipvis eval --gt {res.holdout_path} "
                    "--results results.json")
+
+
+# ------------------------------------------------------------------------------ COCO (image models)
+
+
+def _run_coco(params: dict, model: dict) -> None:
+    """`--format coco` (score a results file) and `--dataset coco SPLIT` (run an image model over a split);
+    `params` are the command's option values."""
+    gt_path, results_path, json_path, iou_type, quiet, dataset, split, data_root, out_dir, subset = (
+        params[k] for k in ("gt_path", "results_path", "json_path", "iou_type", "quiet", "dataset", "split",
+                            "data_root", "out_dir", "subset"))
+    if any(params[k] for k in ("metrics_text", "mots_split", "strict", "drop_unknown_videos", "make_split")):
+        raise click.UsageError("--metrics, --split, --strict, --drop-unknown-videos and --make-split do not "
+                               "apply to COCO")
+    iou_types = (iou_type,) if iou_type else None
+    if dataset == "coco":
+        if split is None:
+            raise click.UsageError("--dataset coco needs a SPLIT, e.g. `sipvis eval --dataset coco val2017`")
+        if gt_path is not None or results_path is not None:
+            raise click.UsageError("--dataset coco reads its annotations from --data-root; drop --gt/--results")
+        run_coco_dataset(split, data_root or Path("data/coco"), out_dir or Path("runs") / "eval" / split,
+                         subset=subset, json_path=json_path, quiet=quiet, model=model, iou_types=iou_types)
+        return
+    if dataset is not None or split is not None:
+        raise click.UsageError("--format coco scores a results file: give --gt and --results (or --dataset coco SPLIT)")
+    if gt_path is None or results_path is None:
+        raise click.UsageError("--format coco needs --gt instances.json and --results results.json")
+    score_coco_file(gt_path, results_path, json_path=json_path, iou_types=iou_types, quiet=quiet)
+
+
+def run_coco_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | None, json_path: Path | None,
+                     quiet: bool, model: dict, iou_types: tuple[str, ...] | None = None) -> None:
+    """Run an image model over a COCO split (this rank's share under torchrun), gather, and score."""
+    from sipvis.engine import dataset_run as dr
+    from sipvis.engine.distributed import DistInfo, rank_device
+    from sipvis.engine.segment_run import check_image_model
+
+    the_split = dr.CocoSplit.find(data_root, split, subset)
+    info = DistInfo.from_env()
+    segmenter, _ = build_segmenter(model["weights"] or "sipmask-r50-coco-544", rank_device(model["device"], info),
+                                   model["precision"], model["batch"], model["score_thr"], None,
+                                   model["class_filter"], progress=not quiet and info.main)
+    check_image_model(segmenter)
+    with _SplitView(quiet, show_bars=not quiet and info.main, units=("chunks", "images")) as view:
+        results = dr.run_coco_dataset(the_split, segmenter, out_dir, info, progress=view)
+    if results is None:  # not the first rank: it gathers and scores
+        return
+    click.echo(f"results: {results}", err=True)
+    if not the_split.has_ground_truth:
+        click.echo(f"{the_split.ann_file} has no annotations: nothing to score", err=True)
+        return
+    score_coco_file(the_split.ground_truth(), results, json_path=json_path, iou_types=iou_types, quiet=quiet)
+
+
+def score_coco_file(gt: Path | dict, results: Path, *, json_path: Path | None = None,
+                    iou_types: tuple[str, ...] | None = None, quiet: bool = False) -> dict:
+    """COCO box/mask AP of `results` against `gt` (`sipvis.evaluation.coco`): prints the table, optionally
+    writes `json_path` ({"bbox": {...}, "segm": {...}}, each with `stats` in COCOeval's order and
+    `per_class`). Returns that dict."""
+    from sipvis.evaluation.coco import evaluate_coco
+
+    scored = evaluate_coco(gt, results, iou_types)  # pycocotools reports no progress: no bar
+    out = {iou_type: r.as_dict() for iou_type, r in scored.items()}
+    if json_path is not None:
+        _write_metrics(out, json_path)
+    if not quiet:
+        _print_coco_tables(scored, json_path)
+    return out
+
+
+def _print_coco_tables(scored: dict, json_path: Path | None) -> None:
+    """One table of the 12 figures (a column per IoU type), one of per-class AP."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    main = Table(title="COCO evaluation (pycocotools COCOeval)", title_justify="left")
+    main.add_column("metric")
+    main.add_column("setting")
+    for iou_type in scored:
+        main.add_column(iou_type, justify="right")
+    for i, (name, label) in enumerate(_STAT_LABELS):
+        main.add_row(name, label, *(_fmt(r.stats[i]) for r in scored.values()))
+    console.print(main)
+    per = Table(title="Per-class AP@[.50:.95]", title_justify="left")
+    per.add_column("id", justify="right")
+    per.add_column("category")
+    for iou_type in scored:
+        per.add_column(iou_type, justify="right")
+    first = next(iter(scored.values()))
+    for k, (cat_id, name) in enumerate(zip(first.category_ids, first.per_class)):
+        per.add_row(str(cat_id), name, *(_fmt(list(r.per_class.values())[k]) for r in scored.values()))
+    console.print(per)
+    if json_path is not None:
+        console.print(f"Metrics written to {json_path}")

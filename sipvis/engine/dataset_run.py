@@ -183,3 +183,107 @@ def evaluate_split(split: Split, segmenter, progress: SplitProgress | None = Non
         run_split(split, segmenter, Path(tmp), progress=progress)
         results = collect_results(split, Path(tmp))
     return evaluate(split.ground_truth(), results).as_dict()
+
+
+# ------------------------------------------------------------------------------ COCO (image models)
+
+COCO_LAYOUT_HELP = "expected DATA_ROOT/annotations/instances_SPLIT.json and DATA_ROOT/SPLIT/ (the official COCO layout)"
+COCO_CHUNK = 250  # images per result file under <out>/images/: what an interrupted run redoes at most
+
+
+@dataclass
+class CocoSplit:
+    """A COCO split (`sipvis eval --dataset coco SPLIT`), its annotation file read once.
+
+    Attributes:
+        ann_file, image_dir: `annotations/instances_<split>.json` and `<split>/` under the data root.
+        data: the whole annotation JSON.
+        images: the images to run, sorted by id (the first `subset` of them when one was asked for).
+    """
+
+    ann_file: Path
+    image_dir: Path
+    data: dict
+    images: list[dict]
+    subset: int | None = None
+
+    @classmethod
+    def find(cls, data_root: str | Path, split: str, subset: int | None = None) -> "CocoSplit":
+        """Read `data_root/annotations/instances_<split>.json`; SipvisError (one line) if the layout is not there."""
+        root = Path(data_root)
+        ann_file, image_dir = root / "annotations" / f"instances_{split}.json", root / split
+        if not ann_file.is_file() or not image_dir.is_dir():
+            raise SipvisError(f"no COCO split {split!r} in {root}: {COCO_LAYOUT_HELP}")
+        data = load_json_object(ann_file, "COCO annotation")
+        images = data.get("images")
+        if not isinstance(images, list) or not all(isinstance(im, dict) and "file_name" in im and "id" in im
+                                                   for im in images):
+            raise SipvisError(f"{ann_file} is not a COCO annotation file (no 'images' with 'file_name' and 'id')")
+        images = sorted(images, key=lambda im: im["id"])[:subset]
+        return cls(ann_file, image_dir, data, images, subset)
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return bool(self.data.get("annotations"))
+
+    def ground_truth(self) -> dict:
+        """The annotation JSON restricted to the images run (the whole file when they are all run)."""
+        if self.subset is None:
+            return self.data
+        ids = {im["id"] for im in self.images}
+        return {**self.data, "images": self.images,
+                "annotations": [a for a in self.data.get("annotations") or [] if a.get("image_id") in ids]}
+
+
+def run_coco_dataset(split: CocoSplit, segmenter, out_dir: Path, info: DistInfo | None = None,
+                     progress: SplitProgress | None = None) -> Path | None:
+    """`sipvis eval --dataset coco`: this rank's chunks of the split's images (`COCO_CHUNK` images per
+    `<out>/images/<chunk>.json`, finished chunks skipped, every `world`-th chunk per rank), then (first rank,
+    once every rank is done) `<out>/results.json` with every chunk in image id order. Returns that file
+    on the first rank, None on the others. `progress`: chunks count as its "videos", images as "frames"."""
+    from sipvis.engine.segment_run import InputItem, SegmentPlan, check_image_model, segment_inputs
+
+    check_image_model(segmenter)
+    info = info or DistInfo.from_env()
+    folder = out_dir / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks = [split.images[i:i + COCO_CHUNK] for i in range(0, len(split.images), COCO_CHUNK)]
+    paths = [folder / f"{c:05d}.json" for c in range(len(chunks))]
+    mine = list(range(info.rank, len(chunks), info.world_size))
+    todo = [c for c in mine if not paths[c].exists()]
+    missing = [p for im in split.images if not (p := split.image_dir / im["file_name"]).is_file()]
+    if missing:
+        raise SipvisError(f"image not found: {missing[0]} ({len(missing)} missing; {COCO_LAYOUT_HELP})")
+    if progress is not None:
+        if len(todo) < len(mine):
+            progress.resumed(len(mine) - len(todo), len(mine))
+        progress.start(len(todo), sum(len(chunks[c]) for c in todo))
+    for c in todo:
+        items = [InputItem(str(split.image_dir / im["file_name"]), True, Path(im["file_name"]).stem)
+                 for im in chunks[c]]
+        segment_inputs(items, segmenter, SegmentPlan(json_files=[paths[c]]),  # the file appears once complete
+                       image_ids=[im["id"] for im in chunks[c]], progress=progress.frames if progress else None)
+        if progress is not None:
+            progress.video_done()
+    if info.enabled:
+        barrier()
+        if not info.main:
+            return None
+    return gather_coco_results(paths, out_dir / "results.json")
+
+
+def gather_coco_results(chunk_files: list[Path], results: Path) -> Path:
+    """Concatenate the chunk files (in order) into `results`, written atomically."""
+    from sipvis.io.coco_results import CocoResultsFile
+
+    out = CocoResultsFile(results)
+    try:
+        for path in chunk_files:
+            if not path.exists():
+                raise SipvisError(f"results of {path.name} are missing; run again to finish")
+            out.add(load_json(path, "COCO results"))
+    except BaseException:
+        out.discard()
+        raise
+    out.close()
+    return results
