@@ -189,3 +189,72 @@ def test_cli_format_coco_json_and_table(tmp_path):
     assert "AP50" in result.stdout and "segm" in result.stdout and "person" in result.stdout
     bad = sipvis("eval", "--format", "coco", "--gt", str(gt_file), "--results", str(gt_file))
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("Error: ")
+
+
+# ------------------------------------------------------------------------------ --dataset coco
+
+
+@pytest.fixture
+def coco_root(tmp_path):
+    """The official layout with the two reference images (ids 9 and 5) and the SipMask++ detections of the
+    original as ground truth (so its own results score AP 1)."""
+    import shutil
+
+    from coco_reference import COCO_CATEGORY_IDS, expected, image_path
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    images, anns = [], []
+    for image_id, name in ((9, "pedestrians"), (5, "coffee")):
+        shutil.copy(image_path(name), root / "val2017" / f"{name}.png")
+        exp = expected("sipmask++_r101_caffe_fpn_ssd_gn_10x", name)
+        h, w = exp["ori_shape"][:2]
+        images.append({"id": image_id, "file_name": f"{name}.png", "height": h, "width": w})
+        for e in exp["coco_results_segm"]:
+            area = float(mask_utils.area(dict(e["segmentation"], counts=e["segmentation"]["counts"].encode())))
+            if area > 0:
+                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": e["category_id"],
+                             "bbox": e["bbox"], "area": area, "iscrowd": 0, "segmentation": e["segmentation"]})
+    cats = [{"id": c, "name": f"c{c}"} for c in COCO_CATEGORY_IDS]
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return root
+
+
+def test_dataset_run_shards_resumes_gathers_and_scores(coco_root, tmp_path, monkeypatch):
+    from coco_reference import FakeImageSegmenter
+    from sipvis.engine import dataset_run as dr
+    from sipvis.engine.distributed import DistInfo
+
+    monkeypatch.setattr(dr, "COCO_CHUNK", 1)
+    monkeypatch.setattr(dr, "barrier", lambda: None)  # the two "ranks" run one after the other here
+    split = dr.CocoSplit.find(coco_root, "val2017")
+    assert [im["id"] for im in split.images] == [5, 9]
+    out = tmp_path / "run"
+    fake = FakeImageSegmenter("sipmask++_r101_caffe_fpn_ssd_gn_10x")
+    assert dr.run_coco_dataset(split, fake, out, DistInfo(1, 2, 1)) is None
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["00001.json"]  # rank 1: the second chunk
+    assert fake.seen == 1
+    results = dr.run_coco_dataset(split, fake, out, DistInfo(0, 2, 0))
+    assert fake.seen == 2 and results == out / "results.json"
+    entries = json.loads(results.read_text())
+    assert [e["image_id"] for e in entries[:1]] == [5] and {e["image_id"] for e in entries} == {5, 9}
+    again = dr.run_coco_dataset(split, fake, out, DistInfo())  # everything done: nothing is run again
+    assert fake.seen == 2 and json.loads(again.read_text()) == entries
+    scored = evaluate_coco(split.ground_truth(), results)
+    assert scored["segm"].stats[1] == pytest.approx(1.0)  # the GT is these detections (AP50: exact masks)
+    subset = dr.CocoSplit.find(coco_root, "val2017", subset=1)
+    assert [im["id"] for im in subset.ground_truth()["images"]] == [5]
+    assert {a["image_id"] for a in subset.ground_truth()["annotations"]} == {5}
+
+
+def test_dataset_coco_errors_are_one_line(coco_root, tmp_path):
+    result = sipvis("eval", "--dataset", "coco", "val2017", "--data-root", str(coco_root), "--weights", "demo",
+                    "--device", "cpu", "--out", str(tmp_path / "o"), "--quiet")
+    assert result.returncode == 1 and "video (SipMask-VIS) model" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    result = sipvis("eval", "--dataset", "coco", "train2017", "--data-root", str(coco_root), "--quiet")
+    assert result.returncode == 1 and "no COCO split 'train2017'" in result.stderr
+    result = sipvis("eval", "--format", "coco", "--gt", "x.json", "--results", "y.json", "--metrics", "hota")
+    assert result.returncode == 2 and "do not apply to COCO" in result.stderr
