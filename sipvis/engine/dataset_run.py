@@ -62,11 +62,14 @@ class Split:
 
     def ground_truth(self) -> dict:
         """The annotation JSON restricted to the videos run (the whole file when they are all run)."""
-        if self.subset is None:
-            return self.data
-        ids = {v["id"] for v in self.videos}
-        return {**self.data, "videos": self.videos,
-                "annotations": [a for a in self.data.get("annotations") or [] if a["video_id"] in ids]}
+        return self.data if self.subset is None else restricted(self.data, "videos", self.videos, "video_id")
+
+
+def restricted(data: dict, key: str, kept: list[dict], ref: str) -> dict:
+    """An annotation JSON with only the `kept` entries of `data[key]` (videos, images) and the annotations
+    whose `ref` field ("video_id", "image_id") names one of them."""
+    ids = {entry["id"] for entry in kept}
+    return {**data, key: kept, "annotations": [a for a in data.get("annotations") or [] if a.get(ref) in ids]}
 
 
 class SplitProgress(Protocol):
@@ -228,11 +231,7 @@ class CocoSplit:
 
     def ground_truth(self) -> dict:
         """The annotation JSON restricted to the images run (the whole file when they are all run)."""
-        if self.subset is None:
-            return self.data
-        ids = {im["id"] for im in self.images}
-        return {**self.data, "images": self.images,
-                "annotations": [a for a in self.data.get("annotations") or [] if a.get("image_id") in ids]}
+        return self.data if self.subset is None else restricted(self.data, "images", self.images, "image_id")
 
 
 def run_coco_dataset(split: CocoSplit, segmenter, out_dir: Path, info: DistInfo | None = None,
