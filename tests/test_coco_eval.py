@@ -174,6 +174,7 @@ def test_bad_results_are_one_line(tmp_path):
         evaluate_coco({"videos": []}, [])
 
 
+@pytest.mark.slow
 def test_cli_format_coco_json_and_table(tmp_path):
     gt = make_gt(1)
     gt_file, res_file = write(tmp_path, gt, perturbed(gt, 2))
@@ -249,6 +250,7 @@ def test_dataset_run_shards_resumes_gathers_and_scores(coco_root, tmp_path, monk
     assert {a["image_id"] for a in subset.ground_truth()["annotations"]} == {5}
 
 
+@pytest.mark.slow
 def test_dataset_coco_errors_are_one_line(coco_root, tmp_path):
     result = sipvis("eval", "--dataset", "coco", "val2017", "--data-root", str(coco_root), "--weights", "demo",
                     "--device", "cpu", "--out", str(tmp_path / "o"), "--quiet")
