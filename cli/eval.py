@@ -479,11 +479,11 @@ def run_coco_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int 
     """Run an image model over a COCO split (this rank's share under torchrun), gather, and score."""
     from sipvis.engine import dataset_run as dr
     from sipvis.engine.distributed import DistInfo, rank_device
-    from sipvis.engine.segment_run import check_image_model
+    from sipvis.engine.segment_run import DEFAULT_IMAGE_WEIGHTS, check_image_model
 
     the_split = dr.CocoSplit.find(data_root, split, subset)
     info = DistInfo.from_env()
-    segmenter, _ = build_segmenter(model["weights"] or "sipmask-r50-coco-544", rank_device(model["device"], info),
+    segmenter, _ = build_segmenter(model["weights"] or DEFAULT_IMAGE_WEIGHTS, rank_device(model["device"], info),
                                    model["precision"], model["batch"], model["score_thr"], None,
                                    model["class_filter"], progress=not quiet and info.main)
     check_image_model(segmenter)
@@ -506,6 +506,8 @@ def score_coco_file(gt: Path | dict, results: Path, *, json_path: Path | None = 
     from sipvis.evaluation.coco import evaluate_coco
 
     scored = evaluate_coco(gt, results, iou_types)  # pycocotools reports no progress: no bar
+    for warning in next(iter(scored.values())).warnings:
+        click.echo(f"Warning: {warning}", err=True)
     out = {iou_type: r.as_dict() for iou_type, r in scored.items()}
     if json_path is not None:
         _write_metrics(out, json_path)

@@ -7,9 +7,6 @@ import click
 
 from sipvis.cli._model_options import build_segmenter, model_options
 
-# the default image model: the real-time R50 (544x544), the registry name issue 12 gives it
-DEFAULT_WEIGHTS = "sipmask-r50-coco-544"
-
 
 @click.command("segment")
 @click.argument("inputs", nargs=-1, required=True)
@@ -36,13 +33,13 @@ def command(inputs, outputs, png, gt_file, weights, device, precision, batch, cl
     from rich.console import Console
 
     from sipvis.cli._progress import count_bar
-    from sipvis.engine.segment_run import check_image_model, image_ids_from_gt, list_inputs, plan_outputs, \
-        segment_inputs
+    from sipvis.engine.segment_run import DEFAULT_IMAGE_WEIGHTS, check_image_model, image_ids_from_gt, list_inputs, \
+        plan_outputs, segment_inputs
 
     plan = plan_outputs(outputs, png)
     items = list_inputs(inputs)
     image_ids = image_ids_from_gt(gt_file, items) if gt_file else None
-    segmenter, keep_classes = build_segmenter(weights or DEFAULT_WEIGHTS, device, precision, batch, score_thr, max_dets, class_filter,
+    segmenter, keep_classes = build_segmenter(weights or DEFAULT_IMAGE_WEIGHTS, device, precision, batch, score_thr, max_dets, class_filter,
                                               progress=not quiet)
     check_image_model(segmenter)
     total = len(items) if all(item.is_image for item in items) else None  # a video's length is not counted

@@ -260,3 +260,13 @@ def test_dataset_coco_errors_are_one_line(coco_root, tmp_path):
     assert result.returncode == 1 and "no COCO split 'train2017'" in result.stderr
     result = sipvis("eval", "--format", "coco", "--gt", "x.json", "--results", "y.json", "--metrics", "hota")
     assert result.returncode == 2 and "do not apply to COCO" in result.stderr
+
+
+def test_results_of_unknown_categories_are_a_warning():
+    gt = make_gt(2)
+    res = perturbed(gt, 3)
+    with_unknown = res + [{**res[0], "category_id": 99}, {**res[1], "category_id": 99}]
+    scored = evaluate_coco(gt, with_unknown)
+    assert scored["segm"].warnings == ["2 results have category ids the ground truth does not have (99): "
+                                       "they are not scored"]
+    assert scored["segm"].stats == evaluate_coco(gt, res)["segm"].stats and evaluate_coco(gt, res)["bbox"].warnings == []

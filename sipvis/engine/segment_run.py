@@ -39,6 +39,9 @@ from sipvis.io.inputs import GLOB_CHARS, _glob, expand_inputs, open_source
 from sipvis.io.render import Renderer
 from sipvis.results import FrameInstances
 
+# the image model `segment` and `eval --dataset coco` use when no --weights is given: the real-time R50
+DEFAULT_IMAGE_WEIGHTS = "sipmask-r50-coco-544"
+
 
 @dataclass
 class InputItem:
@@ -281,5 +284,5 @@ def _host_detections(batch, dets, keep_classes: set[int] | None
         yield frame, instances, None if mask_scores is None else mask_scores[b][keep].float().cpu().numpy()
 
 
-__all__ = ["InputItem", "SegmentPlan", "SegmentSummary", "check_image_model", "image_ids_from_gt", "list_inputs",
+__all__ = ["DEFAULT_IMAGE_WEIGHTS", "InputItem", "SegmentPlan", "SegmentSummary", "check_image_model", "image_ids_from_gt", "list_inputs",
            "plan_outputs", "segment_inputs"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,8 @@ class CocoEvalResult:
         per_class: category name -> AP (IoU .50:.95, area all, maxDets 100), -1 where undefined.
         category_ids: the GT's category ids, in `per_class` order (sorted).
         precision: (T=10, R=101, K, A=4, M=3) `COCOeval.eval["precision"]`.
+        warnings: problems that did not stop the evaluation, one line each (e.g. results of categories
+            the GT does not have, which COCOeval ignores).
     """
 
     iou_type: str
@@ -47,6 +49,7 @@ class CocoEvalResult:
     per_class: dict[str, float]
     category_ids: list[int]
     precision: np.ndarray = field(repr=False)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """JSON-ready: ``{"stats": [12], "AP": .., ..., "ARl": .., "per_class": {name: AP}}``."""
@@ -84,7 +87,12 @@ def evaluate_coco(gt: str | Path | dict, results: str | Path | list, iou_types: 
     if "segm" in iou_types and any("segmentation" not in a for a in gt_data.get("annotations") or []):
         raise SipvisError("the ground truth has annotations without a segmentation: mask AP needs them "
                           "(score boxes only with --iou-type bbox)")
-    return {t: _evaluate_one(gt_data, res_data, t) for t in IOU_TYPES if t in iou_types}
+    known = {c["id"] for c in gt_data["categories"]}
+    unknown = sorted({r["category_id"] for r in res_data} - known)
+    warnings = [f"{sum(r['category_id'] in unknown for r in res_data)} results have category ids the ground truth "
+                f"does not have ({', '.join(map(str, unknown[:5]))}{', ...' if len(unknown) > 5 else ''}): "
+                "they are not scored"] if unknown else []
+    return {t: replace(_evaluate_one(gt_data, res_data, t), warnings=warnings) for t in IOU_TYPES if t in iou_types}
 
 
 def check_ground_truth(data: object) -> dict[int, tuple[int, int]]:
