@@ -55,7 +55,8 @@ class FakeImageSegmenter:
     invalid slots in front, to check that only `valid` slots count), nothing for other sizes.
     `fail_after` images, it raises (a failure in the middle of a run)."""
 
-    def __init__(self, config: str, batch_size: int = 1, fail_after: int | None = None) -> None:
+    def __init__(self, config: str, batch_size: int = 1, fail_after: int | None = None,
+                 error: type[BaseException] = RuntimeError) -> None:
         from types import SimpleNamespace
 
         from sipvis.model.config import COCO_CLASSES
@@ -68,6 +69,7 @@ class FakeImageSegmenter:
         self.class_names = COCO_CLASSES
         self.batch_size = batch_size
         self.fail_after = fail_after
+        self.error = error
         self.seen = 0
 
     def prepare(self, image, index=0, timestamp=None, source=None):
@@ -86,7 +88,7 @@ class FakeImageSegmenter:
 
         self.seen += len(frames)
         if self.fail_after is not None and self.seen > self.fail_after:
-            raise RuntimeError("model failed")
+            raise self.error("model failed")
         h, w = frames[0].original
         per = [self.cases.get((h, w)) for _ in frames]
         k = max((len(d["scores"]) for d in per if d is not None), default=0) + 2

@@ -106,6 +106,15 @@ def test_failure_leaves_existing_outputs(photos, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_ctrl_c_keeps_what_was_processed(photos, tmp_path):
+    out = tmp_path / "r.json"
+    out.write_text("[]")
+    with pytest.raises(KeyboardInterrupt):
+        segment_inputs(list_inputs([str(photos)]), FakeImageSegmenter(SIPMASKPP, fail_after=1, error=KeyboardInterrupt),
+                       plan_outputs([str(out)]))
+    assert json.loads(out.read_text()) == with_image_id(expected(SIPMASKPP, "pedestrians")["coco_results_segm"], 1)
+
+
 def test_video_frames_are_images(tmp_path):
     from sipvis.io.video_writer import VideoWriter
 
