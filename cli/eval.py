@@ -81,7 +81,7 @@ _MOTS_FORMATS = ("kitti-mots", "mots-challenge")
               help="YouTube-VIS edition (default data root data/youtube-vis-YEAR).")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Dataset folder holding <split>/JPEGImages and annotations/ (--dataset; coco: default data/coco).")
-@click.option("--subset", type=int, default=None, help="Only the first N videos (coco: images) of the split (--dataset).")
+@click.option("--subset", type=int, default=None, help="Only the first N videos (coco: images) of the split.")
 @model_options(max_dets=False)
 @click.option("--quiet", is_flag=True, help="No progress bar and no tables (warnings still go to stderr).")
 @tracker_option()

@@ -39,8 +39,8 @@ def command(inputs, outputs, png, gt_file, weights, device, precision, batch, cl
     plan = plan_outputs(outputs, png)
     items = list_inputs(inputs)
     image_ids = image_ids_from_gt(gt_file, items) if gt_file else None
-    segmenter, keep_classes = build_segmenter(weights or DEFAULT_IMAGE_WEIGHTS, device, precision, batch, score_thr, max_dets, class_filter,
-                                              progress=not quiet)
+    segmenter, keep_classes = build_segmenter(weights or DEFAULT_IMAGE_WEIGHTS, device, precision, batch, score_thr,
+                                              max_dets, class_filter, progress=not quiet)
     check_image_model(segmenter)
     total = len(items) if all(item.is_image for item in items) else None  # a video's length is not counted
     with count_bar("segmenting", "images", enabled=not quiet) as bar:

@@ -284,5 +284,5 @@ def _host_detections(batch, dets, keep_classes: set[int] | None
         yield frame, instances, None if mask_scores is None else mask_scores[b][keep].float().cpu().numpy()
 
 
-__all__ = ["DEFAULT_IMAGE_WEIGHTS", "InputItem", "SegmentPlan", "SegmentSummary", "check_image_model", "image_ids_from_gt", "list_inputs",
-           "plan_outputs", "segment_inputs"]
+__all__ = ["DEFAULT_IMAGE_WEIGHTS", "InputItem", "SegmentPlan", "SegmentSummary", "check_image_model",
+           "image_ids_from_gt", "list_inputs", "plan_outputs", "segment_inputs"]
