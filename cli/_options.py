@@ -32,7 +32,7 @@ class FiniteFloat(click.FloatRange):
     check), then the range `click.FloatRange` takes is checked. Errors are click's usage errors
     (`Error: Invalid value for '--fps': ...`, exit 2), raised while the command line is parsed."""
 
-    name = "finite float"
+    name = "number"
 
     def convert(self, value, param, ctx):
         number = click.FLOAT.convert(value, param, ctx)
