@@ -183,6 +183,48 @@ def test_eval_dataset_stopped_by_sigterm_keeps_finished_videos(tiny, tmp_path):
         json.loads(path.read_text())
 
 
+_TRAIN_SCRIPT = """
+import signal, sys
+from sipvis.training import load_config, train
+
+class Progress:  # sends SIGTERM to its own process during the first training step's report
+    def start(self, total, done): pass
+    def step(self, iteration, window):
+        if iteration == 1:
+            signal.raise_signal(signal.SIGTERM)
+    def validated(self, iteration, metrics): pass
+    def interrupted(self, iteration, checkpoint): print("saved at", iteration)
+    def close(self): pass
+
+try:
+    train(load_config(sys.argv[1], sys.argv[2:]), progress=Progress())
+except KeyboardInterrupt as exc:
+    print("stopped", exc.exit_code)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_train_stopped_by_sigterm_saves_the_step_it_finished(tmp_path):
+    from sipvis.data.synth import SynthConfig, generate
+
+    root = tmp_path / "data"
+    generate(root, SynthConfig(videos=4, frames=4, seed=0, split="train", width=128, height=72, clips=False,
+                               classes=("circle", "square", "triangle")))
+    repo = Path(__file__).resolve().parent.parent
+    overrides = [f'data.root="{root}"', "model.max_size=[128, 72]", "data.scales=[[128, 72]]", "data.workers=0",
+                 "train.threads=1", "train.batch_size=1", "train.iters=50", "train.log_interval=1",
+                 "train.val_interval=0", 'data.val_split=""', f'train.output="{tmp_path / "out"}"']
+    result = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(repo / "configs" / "synth_demo.toml"),
+                             *overrides], capture_output=True, text=True, timeout=WAIT_S)
+    # the signal came during step 1: the step is finished, then the run stops (it is not killed)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.split() == ["saved", "at", "1", "stopped", "143"], result.stdout + result.stderr
+    from sipvis.training.checkpoints import load_state
+
+    assert load_state(tmp_path / "out" / "checkpoints" / "last.pt")["iteration"] == 1
+
+
 # -- option values, checked while parsing -------------------------------------------------------------
 
 TRACK = ["track", "in.mp4", "-o", "out.json"]
