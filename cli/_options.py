@@ -45,6 +45,6 @@ class FiniteFloat(click.FloatRange):
 SECONDS = FiniteFloat(min=0)  # a time in the input: --start, --end
 RATE = FiniteFloat(min=0, min_open=True)  # frames per second: --fps
 SCORE = FiniteFloat(min=0, max=1)  # a detection score threshold: --score-thr
-COUNT = click.IntRange(min=1)  # how many of something, at least one: --max-dets, --max-frames, --vid-stride
+COUNT = click.IntRange(min=1)  # at least one: --max-dets, --max-frames, --vid-stride, --subset, a camera --width
 COUNT_OR_AUTO = click.IntRange(min=0)  # 0 means "the default for the device": --batch, bench --frames
 NON_NEGATIVE = click.IntRange(min=0)  # --warmup, --reconnect, --camera
