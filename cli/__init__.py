@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import signal
 import sys
 import warnings
 
 import click
 
 from sipvis import SipvisError, __version__
+from sipvis.engine.stop import Interrupted, StopSignals
 
 # command name -> (module, one-line help shown by `sipvis --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -68,16 +70,32 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main() -> None:
+    """The `sipvis` console script. Exit codes: 0 done, 1 an `Error:` line, 2 a usage error, 128 + N a
+    stop signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; see `sipvis.engine.stop`)."""
     warnings.formatwarning = _format_warning  # one readable line, not the source line that warned
+    stop = StopSignals()
+    stop.install()  # SIGTERM and SIGHUP stop every command the way Ctrl-C does
     try:
         code = cli.main(prog_name="sipvis", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        interrupted = _interrupted(exc)
+        click.echo("Interrupted." if interrupted.signum == signal.SIGINT else f"Interrupted ({interrupted.name}).",
+                   err=True)
+        sys.exit(interrupted.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    finally:
+        stop.finished()  # a signal during the exit itself must not print a traceback
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted(exc: BaseException) -> Interrupted:
+    """The stop signal behind `exc` (click wraps a KeyboardInterrupt in Abort); Ctrl-C if none is known."""
+    for candidate in (exc, exc.__cause__, exc.__context__):
+        if isinstance(candidate, Interrupted):
+            return candidate
+    return Interrupted(signal.SIGINT)
 
 
 __all__ = ["cli", "main"]

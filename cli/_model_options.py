@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import click
 
-from sipvis.cli._options import split_commas
+from sipvis.cli._options import COUNT, COUNT_OR_AUTO, SCORE, split_commas
 
 
 def model_options(batch: bool = True, max_dets: bool = True) -> Callable:
@@ -31,16 +31,16 @@ def model_options(batch: bool = True, max_dets: bool = True) -> Callable:
                      help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16."),
     ]
     if batch:
-        options.append(click.option("--batch", default=0, type=int,
+        options.append(click.option("--batch", default=0, type=COUNT_OR_AUTO,
                                     help="Frames per forward pass (default: 8 on CUDA, 1 on CPU)."))
     options += [
         click.option("--classes", "class_filter", multiple=True,
                      help="Only output these classes (names, comma-separated)."),
-        click.option("--score-thr", type=float, default=None,
+        click.option("--score-thr", type=SCORE, default=None,
                      help="Minimum detection score (default: the model's, 0.03)."),
     ]
     if max_dets:
-        options.append(click.option("--max-dets", type=int, default=None,
+        options.append(click.option("--max-dets", type=COUNT, default=None,
                                     help="Most detections per frame (default: the model's, 10)."))
 
     def decorate(fn: Callable) -> Callable:

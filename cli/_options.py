@@ -1,8 +1,12 @@
-"""Option-value parsing shared by the commands: comma lists and WIDTHxHEIGHT sizes."""
+"""Option-value parsing shared by the commands: comma lists, WIDTHxHEIGHT sizes, and the click types of
+the numeric options (finite, in range, checked when the command line is parsed)."""
 
 from __future__ import annotations
 
+import math
 import re
+
+import click
 
 from sipvis.errors import SipvisError
 
@@ -21,3 +25,26 @@ def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     if not m:
         raise SipvisError(f"{option} must look like WIDTHxHEIGHT, e.g. 640x360; got {text!r}")
     return int(m.group(1)), int(m.group(2))
+
+
+class FiniteFloat(click.FloatRange):
+    """A number option: `nan` and `inf` are refused (they pass float() and every comparison range
+    check), then the range `click.FloatRange` takes is checked. Errors are click's usage errors
+    (`Error: Invalid value for '--fps': ...`, exit 2), raised while the command line is parsed."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+# the types of the numeric options, shared by every command (one meaning, one check per kind of value)
+SECONDS = FiniteFloat(min=0)  # a time in the input: --start, --end
+RATE = FiniteFloat(min=0, min_open=True)  # frames per second: --fps
+SCORE = FiniteFloat(min=0, max=1)  # a detection score threshold: --score-thr
+COUNT = click.IntRange(min=1)  # at least one: --max-dets, --max-frames, --vid-stride, --subset, a camera --width
+COUNT_OR_AUTO = click.IntRange(min=0)  # 0 means "the default for the device": --batch, bench --frames
+NON_NEGATIVE = click.IntRange(min=0)  # --warmup, --reconnect, --camera

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from sipvis.cli._model_options import tracker_option
+from sipvis.cli._options import COUNT_OR_AUTO, NON_NEGATIVE
 
 RANDOM_NOTE = "random weights: throughput only"
 
@@ -52,10 +53,10 @@ def build_bench_segmenter(weights: str | None, device: str, precision: str, batc
                    "else random weights of the same architecture (throughput only).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", default="auto", show_default=True, help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
-@click.option("--batch", default=0, type=int, help="Frames per forward pass (default: 8 on CUDA, 1 on CPU).")
-@click.option("--frames", default=0, type=int, help="Frames to measure (default: 256 on CUDA, 4 on CPU).")
+@click.option("--batch", default=0, type=COUNT_OR_AUTO, help="Frames per forward pass (default: 8 on CUDA, 1 on CPU).")
+@click.option("--frames", default=0, type=COUNT_OR_AUTO, help="Frames to measure (default: 256 on CUDA, 4 on CPU).")
 @click.option("--size", default=None, help="Size of the generated clip when no INPUT is given (default 640x360).")
-@click.option("--warmup", default=None, type=int, help="Untimed passes over the first batch (default: 3 on CUDA, 1 on CPU).")
+@click.option("--warmup", default=None, type=NON_NEGATIVE, help="Untimed passes over the first batch (default: 3 on CUDA, 1 on CPU).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Also write the figures to this JSON file.")
 @tracker_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; with --json, no table either.")
@@ -77,10 +78,6 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
     if input_spec is not None and size is not None:
         raise SipvisError("--size sets the size of the generated clip; it cannot be combined with INPUT")
     dims = bench_size(size or "640x360")
-    if frames < 0 or batch < 0:
-        raise SipvisError("--frames and --batch must be positive")
-    if warmup is not None and warmup < 0:
-        raise SipvisError("--warmup must be 0 or more")
     json_out = Path(json_path) if json_path else None
     if json_out is not None and not json_out.parent.exists():
         raise SipvisError(f"cannot write {json_out}: folder {json_out.parent} does not exist")

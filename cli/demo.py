@@ -7,16 +7,17 @@ from pathlib import Path
 import click
 
 from sipvis.cli._model_options import tracker_option
+from sipvis.cli._options import COUNT, SCORE
 
 
 @click.command("demo")
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("sipvis-demo"),
               show_default=True, help="Folder for the clip and the results.")
-@click.option("--seed", default=7, show_default=True, help="Which synthetic clip to make.")
-@click.option("--frames", default=48, show_default=True, help="Length of the clip.")
+@click.option("--seed", default=7, show_default=True, type=int, help="Which synthetic clip to make.")
+@click.option("--frames", default=48, show_default=True, type=COUNT, help="Length of the clip.")
 @click.option("--weights", default="demo", show_default=True, help="Weights to run (registry name, path or URL).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--score-thr", default=0.3, show_default=True,
+@click.option("--score-thr", default=0.3, show_default=True, type=SCORE,
               help="Minimum detection score shown and tracked (the model's own default, 0.03, suits AP).")
 @tracker_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sipvis.cli._model_options import build_segmenter, model_options, tracker_option
+from sipvis.cli._options import COUNT, NON_NEGATIVE, RATE, FiniteFloat
 from sipvis.cli._window import Window as _Window
 from sipvis.cli._window import check_display
 
@@ -15,12 +16,12 @@ KEYS_HELP = "q/Esc quit, space pause, s snapshot, r record"
 
 
 @click.command("live")
-@click.option("--camera", type=int, default=None, help="Camera number (default 0 when no --source is given).")
+@click.option("--camera", type=NON_NEGATIVE, default=None, help="Camera number (default 0 when no --source is given).")
 @click.option("--source", default=None, help="A stream URL (rtsp://, http://...) or a file (with --realtime, "
                                              "played at its own frame rate, as a camera would deliver it).")
-@click.option("--width", type=int, default=None, help="Camera frame width to ask for.")
-@click.option("--height", type=int, default=None, help="Camera frame height to ask for.")
-@click.option("--fps", type=float, default=None, help="Camera frame rate to ask for.")
+@click.option("--width", type=COUNT, default=None, help="Camera frame width to ask for.")
+@click.option("--height", type=COUNT, default=None, help="Camera frame height to ask for.")
+@click.option("--fps", type=RATE, default=None, help="Camera frame rate to ask for.")
 @click.option("--realtime", is_flag=True, help="Play a file at its own frame rate (frames the model cannot keep "
                                                "up with are dropped); without it a file is read as fast as the "
                                                "model takes frames.")
@@ -30,8 +31,8 @@ KEYS_HELP = "q/Esc quit, space pause, s snapshot, r record"
 @click.option("--output", "-o", default=None, help="Record the annotated stream to this video file (r toggles).")
 @click.option("--json", "json_path", default=None, help="Write the run's tracked results (YouTube-VIS JSON).")
 @click.option("--no-window", is_flag=True, help="Headless: no window, a status line every second.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--reconnect", type=int, default=5, show_default=True,
+@click.option("--duration", type=FiniteFloat(), default=None, help="Stop after this many seconds.")
+@click.option("--reconnect", type=NON_NEGATIVE, default=5, show_default=True,
               help="Tries to reopen a stream that drops (back-off 1, 2, 4... s) before giving up.")
 @tracker_option()
 def command(camera, source, width, height, fps, realtime, weights, device, precision, class_filter, score_thr,
@@ -57,8 +58,6 @@ def command(camera, source, width, height, fps, realtime, weights, device, preci
         raise SipvisError("--width/--height/--fps are requests to a camera; with --source the stream decides")
     if duration is not None and duration <= 0:
         raise SipvisError(f"--duration must be positive, got {duration:g}")
-    if reconnect < 0:
-        raise SipvisError(f"--reconnect must be 0 or more, got {reconnect}")
     if output is not None:
         from sipvis.io.video_writer import CONTAINERS
 

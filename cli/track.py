@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from sipvis.cli._model_options import build_segmenter, model_options, tracker_option
-from sipvis.cli._options import split_commas
+from sipvis.cli._options import COUNT, RATE, SECONDS, split_commas
 
 FORMATS = ("video", "json", "png", "mots")
 
@@ -19,13 +19,13 @@ FORMATS = ("video", "json", "png", "mots")
               help=f"Outputs to write into an output folder: {', '.join(FORMATS)} (comma-separated; "
                    "default video,json).")
 @model_options()
-@click.option("--vid-stride", default=1, show_default=True, type=int, help="Process every N-th frame.")
-@click.option("--start", type=float, default=None, help="Start time in seconds.")
-@click.option("--end", type=float, default=None, help="End time in seconds.")
-@click.option("--max-frames", type=int, default=None, help="Stop after this many frames per input.")
+@click.option("--vid-stride", default=1, show_default=True, type=COUNT, help="Process every N-th frame.")
+@click.option("--start", type=SECONDS, default=None, help="Start time in seconds.")
+@click.option("--end", type=SECONDS, default=None, help="End time in seconds.")
+@click.option("--max-frames", type=COUNT, default=None, help="Stop after this many frames per input.")
 @tracker_option()
 @click.option("--trails", is_flag=True, help="Draw each track's recent path in the annotated video.")
-@click.option("--fps", type=float, default=None, help="Frame rate of image-sequence inputs (default 30).")
+@click.option("--fps", type=RATE, default=None, help="Frame rate of image-sequence inputs (default 30).")
 @click.option("--show", is_flag=True, help="Also show the annotated frames in a window (q or Esc stops).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def command(inputs, outputs, formats, weights, device, precision, batch, vid_stride, start, end, max_frames,

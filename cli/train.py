@@ -88,10 +88,10 @@ class LiveView:
             self.progress.stop()
 
 
-if __name__ == "__main__":  # `torchrun ... -m sipvis.cli.train CONFIG ...`
-    from sipvis.errors import SipvisError
+if __name__ == "__main__":  # `torchrun ... -m sipvis.cli.train CONFIG ...`: the same as `sipvis train CONFIG ...`
+    import sys
 
-    try:
-        command(standalone_mode=True)
-    except SipvisError as exc:
-        raise SystemExit(f"Error: {exc}") from None
+    from sipvis.cli import main  # one place for `Error:` lines, exit codes and stop signals
+
+    sys.argv[1:1] = ["train"]
+    main()

@@ -502,10 +502,10 @@ def test_unwritable_output_is_one_line_and_nothing_else(tiny_weights, tmp_path, 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_first_ctrl_c_asks_to_stop_between_frames_second_interrupts():
     """The first signal must not raise inside the loop (it could land between a frame's outputs)."""
-    from sipvis.engine.live_run import StopSignals as _StopSignals
+    from sipvis.engine.stop import stop_signals
 
     before = signal.getsignal(signal.SIGINT)
-    with _StopSignals() as stop:
+    with stop_signals(polling=True) as stop:  # what LiveRun.run uses
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)  # let the handler run
         assert stop.requested

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from sipvis.data.ytvis import LAYOUT_HELP, Categories, SplitFiles
 from sipvis.engine.distributed import DistInfo, barrier
+from sipvis.engine.stop import StopSignals, stop_signals
 from sipvis.errors import SipvisError
 from sipvis.io.files import load_json, load_json_object
 from sipvis.io.files import write_json_atomic
@@ -96,15 +97,19 @@ def run_split(split: Split, segmenter, out_dir: Path, *, rank: int = 0, world: i
         if len(todo) < len(mine):
             progress.resumed(len(mine) - len(todo), len(mine))
         progress.start(len(todo), sum(len(v["file_names"]) for v in todo))
-    for video in todo:
-        _track_video(split, video, segmenter, per_video, progress, tracker)
-        if progress is not None:
-            progress.video_done()
+    # a stop signal ends the run after the frame in hand: finished videos stay done, the one interrupted
+    # is written under its temporary name only and runs again on resume (sipvis.engine.stop)
+    with stop_signals(polling=True) as stop:
+        for video in todo:
+            _track_video(split, video, segmenter, per_video, progress, tracker, stop)
+            if progress is not None:
+                progress.video_done()
+            stop.check()
     return [per_video / f"{v['id']}.json" for v in mine]
 
 
 def _track_video(split: Split, video: dict, segmenter, per_video: Path, progress: SplitProgress | None,
-                 tracker: str = "original") -> None:
+                 tracker: str = "original", stop: StopSignals | None = None) -> None:
     """One video's tracks into `per_video/<id>.json` (the file appears only once the video is complete)."""
     from sipvis.engine.pipeline import track_source
     from sipvis.io.images import ImageSequenceSource
@@ -119,8 +124,15 @@ def _track_video(split: Split, video: dict, segmenter, per_video: Path, progress
     # written under a temporary name first: an interrupted video must not count as done
     partial = per_video / f".{video['id']}.partial.json"
     done = per_video / f"{video['id']}.json"
+
+    def advance(frames: int) -> None:  # called between two frames: where a stop is clean
+        if progress is not None:
+            progress.frames(frames)
+        if stop is not None:
+            stop.check()
+
     track_source(source, segmenter, [ResultsJson(partial).video(video["id"])], new_tracker(tracker),
-                 progress=progress.frames if progress is not None else None)
+                 progress=advance)
     if partial.exists():
         partial.replace(done)
     else:  # a video with no frame processed still gets its (empty) file

@@ -1,5 +1,6 @@
 """The `live` run, callable from Python: a `LiveStream` whose results are drawn once and written to the
-live sinks (recording, results JSON, snapshots), until the input ends, `quit()`, a duration or Ctrl-C.
+live sinks (recording, results JSON, snapshots), until the input ends, `quit()`, a duration or a stop
+signal (Ctrl-C, SIGTERM, SIGHUP: `sipvis.engine.stop`).
 
 The caller shows and prints: an optional `LiveView` gets each annotated frame and is polled between
 frames (a window: keys call `toggle_pause`, `snapshot`, `toggle_recording`, `quit`); without one,
@@ -12,8 +13,7 @@ frames (a window: keys call `toggle_pause`, `snapshot`, `toggle_recording`, `qui
 
 from __future__ import annotations
 
-import signal
-import sys
+import contextlib
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -26,6 +26,7 @@ from sipvis.engine.inference import Segmenter
 from sipvis.engine.live import (INPUT_LOST, INTERRUPTED, RECONNECT_ATTEMPTS, STOPPED, STREAM_LOST, LiveMetrics,
                                 LiveResult, LiveStream)
 from sipvis.engine.pipeline import OutputFilter
+from sipvis.engine.stop import StopSignals, stop_signals
 from sipvis.errors import SipvisError
 from sipvis.io.camera import CameraSource
 from sipvis.io.render import Renderer
@@ -45,44 +46,6 @@ class LiveView(Protocol):
     def poll(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-class StopSignals:
-    """While the live loop runs, a first Ctrl-C (or `kill`) asks it to stop between two frames, so every
-    frame the model finished reaches the recording and the JSON; a second one interrupts at once.
-
-    (A KeyboardInterrupt raised in the middle of writing a frame's outputs lost that frame: the summary
-    counted it as processed, the JSON and the recording did not have it.)
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict = {}
-
-    def install(self) -> "StopSignals":
-        signals = [signal.SIGINT] + ([signal.SIGTERM] if sys.platform != "win32" else [])
-        for sig in signals:
-            try:
-                self._previous[sig] = signal.signal(sig, self._on_signal)
-            except ValueError:  # not in the main thread (library use): Ctrl-C stays a KeyboardInterrupt
-                break
-        return self
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous.clear()
-
-    def __enter__(self) -> "StopSignals":
-        return self.install()
-
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
 
 
 class LiveRun:
@@ -165,31 +128,40 @@ class LiveRun:
 
     def run(self, view: LiveView | None = None, on_started: Callable[[], None] | None = None,
             on_status: Callable[[float], None] | None = None) -> str | None:
-        """Run until the input ends, `quit()`, the duration or Ctrl-C; returns the end reason.
+        """Run until the input ends, `quit()`, the duration or a stop signal; returns the end reason.
 
         `on_started()` follows the start of the recording asked for by `output` (so an unwritable
         output fails before anything is announced). The view is closed at the end.
         """
         start = time.perf_counter()
-        stop_signals = StopSignals().install()
-        try:
-            if self.output:
-                self.recorder.start()
-            if on_started is not None:
-                on_started()
-            with self.stream:
-                self._loop(view, on_status, stop_signals, start)
-            reason = self.stream.end_reason
-        finally:
-            self.stream.close()  # also when it never started (an unwritable output)
-            stop_signals.restore()
-            if view is not None:
-                view.close()
-            self._close_sinks()
+        # a first stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the loop between two frames; see sipvis.engine.stop
+        with stop_signals(polling=True) as stop, contextlib.ExitStack() as finishing:
+            try:
+                if self.output:
+                    self.recorder.start()
+                if on_started is not None:
+                    on_started()
+                with self.stream:
+                    self._loop(view, on_status, stop, start)
+                    finishing.enter_context(stop.shielded())  # the loop is over: only outputs are left to finish
+                reason = self.stream.end_reason
+            finally:
+                with stop.shielded():  # a signal now would lose the outputs being finished
+                    self._finish(view)
         self._raise_if_lost(reason)
         return reason
 
-    def _loop(self, view: LiveView | None, on_status, stop_signals: StopSignals, start: float) -> None:
+    def _finish(self, view: LiveView | None) -> None:
+        try:
+            self.stream.close()  # also when it never started (an unwritable output)
+        finally:
+            try:
+                if view is not None:
+                    view.close()
+            finally:
+                self._close_sinks()
+
+    def _loop(self, view: LiveView | None, on_status, stop: StopSignals, start: float) -> None:
         stopping = False
         next_status = start + STATUS_EVERY_S
         try:
@@ -204,11 +176,11 @@ class LiveRun:
                     if on_status is not None:
                         on_status(now - start)
                 timed_out = self.duration is not None and now - start >= self.duration
-                if not stopping and (stop_signals.requested or self.quit_requested or timed_out):
+                if not stopping and (stop.requested is not None or self.quit_requested or timed_out):
                     # the frame the model holds still comes out, then the loop ends
-                    self.stream.stop(INTERRUPTED if stop_signals.requested else STOPPED)
+                    self.stream.stop(INTERRUPTED if stop.requested is not None else STOPPED)
                     stopping = True
-        except KeyboardInterrupt:  # a second Ctrl-C, or library use outside the main thread
+        except KeyboardInterrupt:  # a second stop signal, or Ctrl-C in library use outside the main thread
             self.stream.stop(INTERRUPTED)
             try:  # what the model already holds still reaches the outputs
                 for result in self.stream.results(timeout=0.05):

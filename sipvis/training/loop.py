@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sipvis.engine.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
+from sipvis.engine.stop import StopSignals, stop_signals
 from sipvis.errors import SipvisError
 from sipvis.model.losses import LossConfig, total_loss
 from sipvis.model.sipmask import SipMaskVIS
@@ -345,19 +346,24 @@ def train(run: RunConfig, resume: str | Path | None = None, progress: TrainProgr
     t = Trainer(run, resume, progress)
     if t.progress is not None:
         t.progress.start(t.total_iters, t.iteration)
-    try:
-        _epochs(t)
-        weights = t.finish()
-    except KeyboardInterrupt:
-        t.interrupted()
-        raise
-    finally:
-        t.close()
+    # a first stop signal (Ctrl-C, SIGTERM, SIGHUP) ends training after the step in hand, a second at once.
+    # Under torchrun each rank would stop after its own step and leave the others waiting in a collective,
+    # so there a signal interrupts at once, as Ctrl-C always did.
+    with stop_signals(polling=not t.info.enabled) as stop:
+        try:
+            _epochs(t, stop)
+            weights = t.finish()
+        except KeyboardInterrupt:
+            t.interrupted()
+            raise
+        finally:
+            t.close()
     return TrainResult(weights, t.iteration, t.output, t.last_losses, t.last_val)
 
 
-def _epochs(t: Trainer) -> None:
-    """Step until `total_iters`, epoch by epoch (resuming mid-epoch where a checkpoint stopped)."""
+def _epochs(t: Trainer, stop: StopSignals) -> None:
+    """Step until `total_iters`, epoch by epoch (resuming mid-epoch where a checkpoint stopped); a stop
+    asked for by a signal ends it after a whole step (`stop.check()` raises `Interrupted`)."""
     window = LossWindow(t.iteration)
     while t.iteration < t.total_iters:
         epoch, in_epoch = divmod(t.iteration, t.iters_per_epoch)
@@ -374,5 +380,6 @@ def _epochs(t: Trainer) -> None:
             t.checkpoint()
             if t.validation_due():
                 t.last_val = t.validate()
+            stop.check()
             if t.iteration >= t.total_iters:
                 break
