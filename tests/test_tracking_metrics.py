@@ -370,3 +370,14 @@ def test_core_api_on_plain_arrays():
     assert r["CLEAR"]["IDSW"] == 1 and r["CLEAR"]["CLR_TP"] == 2
     assert r["HOTA"]["mean_over_alphas"]["AssA"] == pytest.approx(0.5)
     assert r["Identity"]["IDTP"] == 1 and r["Count"] == {"Dets": 2, "GT_Dets": 2, "IDs": 2, "GT_IDs": 1}
+
+
+def test_challenge_size_and_frame_errors_name_file_and_line(tmp_path):
+    # MOTSChallenge: the size comes from seqinfo.ini, frames are 1..seqLength
+    gt, res = _challenge(tmp_path, {"MOTS20-01": 3}, {"MOTS20-01": _line(1, 1, 2, 0, 5)})
+    (res / "MOTS20-01.txt").write_text(_line(1, 1, 2, 0, 5) + _line(2, 1, 2, 0, 5, h=20, w=30))
+    with pytest.raises(SipvisError, match=r"res/MOTS20-01\.txt:2: mask size 20x30 .* differs from the sequence's 24x32"):
+        evaluate_tracking_files("mots-challenge", gt, res)
+    (res / "MOTS20-01.txt").write_text(_line(1, 1, 2, 0, 5) + _line(4, 1, 2, 0, 5))
+    with pytest.raises(SipvisError, match=r"res/MOTS20-01\.txt:2: frame 4 is outside sequence MOTS20-01 \(frames 1\.\.3"):
+        evaluate_tracking_files("mots-challenge", gt, res)
