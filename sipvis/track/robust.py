@@ -259,7 +259,8 @@ class RobustTracker:
         # a second detection of an object already detected (often with another label) would take
         # over a nearby track or start a duplicate one: it is left out before any matching
         distinct = self._distinct(frame)
-        frame = frame.take(distinct)
+        if distinct.size < n:
+            frame = frame.take(distinct)
         rows, cols = self._assign(frame)
         ids[distinct[rows]] = self.tracks.ids[cols]
         matched = np.zeros(len(self.tracks), bool)
@@ -330,6 +331,8 @@ class RobustTracker:
         rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         for tracks in stages:
             d, t = np.flatnonzero(free), np.flatnonzero(tracks)
+            if d.size == 0 or t.size == 0:
+                continue
             r, c = linear_sum_assignment(gain[np.ix_(d, t)], maximize=True)
             keep = allowed[d[r], t[c]]
             rows.append(d[r[keep]])
