@@ -12,6 +12,7 @@ not importable the script times sipvis alone and says so. When both run, the num
 
     .venv/bin/python benchmarks/bench_tracking_metrics.py                 # the figures in BENCHMARKS.md
     .venv/bin/python benchmarks/bench_tracking_metrics.py --videos 30     # a quick run
+    .venv/bin/python benchmarks/bench_tracking_metrics.py --parts         # sipvis's time per stage
     PYTHONPATH=/path/to/trackeval-site .venv/bin/python benchmarks/bench_tracking_metrics.py
 """
 
@@ -84,11 +85,39 @@ def max_difference(ours: dict, theirs: dict) -> float:
     return worst
 
 
+def time_parts(gt: dict, results: list) -> None:
+    """CPU seconds of each stage of sipvis's side: the two parses, the counts-string check inside the
+    results parse (all strings at once, as `schema` does, and in chunks of 4096 strings), the mask
+    IoUs and the metrics."""
+    from sipvis.evaluation.schema import compressed_rle_problems, parse_gt, parse_results
+    from sipvis.evaluation.tracking import evaluate_tracking
+    from sipvis.evaluation.tracking_ytvis import load_youtube_vis
+
+    g, t_gt, _ = timed(parse_gt, gt)
+    r, t_res, _ = timed(parse_results, g, results, "segm", "drop")
+    (seqs, classes), t_seq, _ = timed(load_youtube_vis, gt, results, (g, r))
+    _, t_met, _ = timed(evaluate_tracking, seqs, classes, ("hota", "clear", "identity"), True)
+    rles = [m for entry in results for m in entry["segmentations"] if m]
+
+    def chunked() -> list:
+        return [(start + i, why) for start in range(0, len(rles), 4096)
+                for i, why in compressed_rle_problems(rles[start:start + 4096])]
+
+    whole, t_all, _ = timed(compressed_rle_problems, rles)
+    parts, t_chunk, _ = timed(chunked)
+    print(f"  stages (CPU s): GT parse {t_gt:.2f}, results parse {t_res:.2f}, mask IoUs {t_seq:.2f}, "
+          f"metrics {t_met:.2f}")
+    print(f"  counts-string check of the {len(rles)} result masks: at once {t_all:.2f} s, in chunks of "
+          f"4096 {t_chunk:.2f} s (same answer: {whole == parts})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for option, (dest, default) in CASE.items():
         ap.add_argument("--" + option, dest=dest, type=int, default=default)
+    ap.add_argument("--parts", action="store_true", help="also time sipvis's stages (see time_parts)")
     args = ap.parse_args()
+    parts = args.__dict__.pop("parts")
 
     from sipvis.evaluation.tracking import evaluate_tracking_files
 
@@ -107,6 +136,8 @@ def main() -> None:
         loaded = [copy.deepcopy(gt), copy.deepcopy(results)]
         ours, t_ours, w_ours = timed(evaluate_tracking_files, "youtube-vis", gt, results)
         print(f"  sipvis HOTA+CLEAR+Identity:  {t_ours:7.2f} s  [{w_ours:6.2f}]")
+        if parts:
+            time_parts(gt, results)
         del gt, results
         try:
             import trackeval  # noqa: F401

@@ -24,12 +24,14 @@ FORMATS = ("video", "json", "png", "mots")
 @click.option("--end", type=SECONDS, default=None, help="End time in seconds.")
 @click.option("--max-frames", type=COUNT, default=None, help="Stop after this many frames per input.")
 @tracker_option()
+@click.option("--mots-style", type=click.Choice(["kitti", "mots-challenge"]), default="kitti", show_default=True,
+              help="Frame numbers of .txt MOTS outputs: 0-based (KITTI-MOTS) or 1-based (MOTSChallenge).")
 @click.option("--trails", is_flag=True, help="Draw each track's recent path in the annotated video.")
 @click.option("--fps", type=RATE, default=None, help="Frame rate of image-sequence inputs (default 30).")
 @click.option("--show", is_flag=True, help="Also show the annotated frames in a window (q or Esc stops).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def command(inputs, outputs, formats, weights, device, precision, batch, vid_stride, start, end, max_frames,
-            class_filter, score_thr, max_dets, tracker, trails, fps, show, quiet) -> None:
+            class_filter, score_thr, max_dets, tracker, mots_style, trails, fps, show, quiet) -> None:
     """Segment and track every object in INPUTS (video files, image folders, globs, URLs, folders of videos).
 
     \b
@@ -59,11 +61,11 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
                                               progress=not quiet)
     frame_range = FrameRange(start, end, vid_stride, max_frames)
     run_all(specs, outputs, formats, segmenter, OutputFilter(keep_classes), frame_range, fps, trails, quiet, show,
-            tracker=tracker)
+            tracker=tracker, mots_style=mots_style)
 
 
 def run_all(specs, outputs, formats, segmenter, output_filter, frame_range, fps: float | None, trails: bool,
-            quiet: bool, show: bool = False, tracker: str = "original") -> None:
+            quiet: bool, show: bool = False, tracker: str = "original", mots_style: str = "kitti") -> None:
     """Track every input (`sipvis.engine.track_run.track_inputs`) with a progress bar per input, and print
     where the results are."""
     from rich.console import Console
@@ -85,6 +87,6 @@ def run_all(specs, outputs, formats, segmenter, output_filter, frame_range, fps:
 
     plan = track_inputs(specs, outputs, formats, segmenter, output_filter, frame_range, fps=fps, trails=trails,
                         open_window=open_window, progress=frames_bar(console, quiet), on_done=done,
-                        tracker=tracker)
+                        tracker=tracker, mots_style=mots_style)
     if plan.json_all is not None:
         console.print(f"results: {plan.json_all}", highlight=False)

@@ -190,9 +190,10 @@ def _frame(index: int, boxes: list[tuple[int, int, int, int, int, int]], h: int 
         masks=masks)
 
 
-def _write_track(path: Path, frames: int = 6) -> Path:
-    """MOTS text as `sipvis track -o x.txt` writes it: two crossing objects of class 1 and 2, one leaving."""
-    with MotsTxtSink(path) as sink:
+def _write_track(path: Path, frames: int = 6, first_frame: int = 0) -> Path:
+    """MOTS text as `sipvis track -o x.txt` writes it: two crossing objects of class 1 and 2, one leaving
+    (`first_frame=1`: as `--mots-style mots-challenge` numbers the frames)."""
+    with MotsTxtSink(path, first_frame) as sink:
         for t in range(frames):
             boxes = [(1, 0, 2 + 3 * t, 4, 10 + 3 * t, 14), (2, 1, 22 - 3 * t, 6, 30 - 3 * t, 18)]
             if t < frames - 2:
@@ -215,7 +216,8 @@ def _kitti(root: Path, seqs: dict[str, int], text: dict[str, str] | None = None)
     return gt, res
 
 
-def _challenge(root: Path, seqs: dict[str, int], text: dict[str, str]) -> tuple[Path, Path]:
+def _challenge(root: Path, seqs: dict[str, int], text: dict[str, str], size: tuple[int, int] = (24, 32)
+               ) -> tuple[Path, Path]:
     gt, res = root / "gt", root / "res"
     (gt / "seqmaps").mkdir(parents=True)
     res.mkdir()
@@ -223,7 +225,7 @@ def _challenge(root: Path, seqs: dict[str, int], text: dict[str, str]) -> tuple[
     for s, n in seqs.items():
         folder = gt / "MOTS-train" / s
         (folder / "gt").mkdir(parents=True)
-        (folder / "seqinfo.ini").write_text(f"[Sequence]\nname={s}\nseqLength={n}\nimWidth=32\nimHeight=24\n")
+        (folder / "seqinfo.ini").write_text(f"[Sequence]\nname={s}\nseqLength={n}\nimWidth={size[1]}\nimHeight={size[0]}\n")
         (folder / "gt" / "gt.txt").write_text(text[s])
         (res / f"{s}.txt").write_text(text[s])
     return gt, res
@@ -245,11 +247,13 @@ def test_own_mots_output_against_itself_kitti(tmp_path):
 
 
 def test_own_mots_output_against_itself_challenge(tmp_path):
-    # MOTSChallenge frames are 1-based: the 0-based frames `sipvis track` writes are shifted here
+    # MOTSChallenge frames are 1-based: what `sipvis track --mots-style mots-challenge` writes
+    text = _write_track(tmp_path / "track1.txt", first_frame=1).read_text()
     lines = _write_track(tmp_path / "track.txt").read_text().splitlines()
-    text = "".join(f"{int(l.split()[0]) + 1} {l.split(' ', 1)[1]}\n" for l in lines)
+    assert text == "".join(f"{int(l.split()[0]) + 1} {l.split(' ', 1)[1]}\n" for l in lines)
     gt, res = _challenge(tmp_path, {"MOTS20-01": 6}, {"MOTS20-01": text})
     _assert_perfect(evaluate_tracking_files("mots-challenge", gt, res), ["pedestrian"])
+    # the KITTI numbering is refused with the file and line
     (res / "MOTS20-01.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(SipvisError, match=r"MOTS20-01\.txt:1: frame 0 is outside .*1-based"):
         evaluate_tracking_files("mots-challenge", gt, res)
@@ -271,6 +275,16 @@ def test_sipvis_track_output_against_itself(tmp_path):
     gt, res = _kitti(tmp_path, {"0000": 4}, {"0000": text})
     result = evaluate_tracking_files("kitti-mots", gt, res)
     _assert_perfect(result, [c for c, i in (("car", "1"), ("pedestrian", "2")) if i in classes])
+    # the same run numbered for MOTSChallenge (1-based frames) scores perfectly in that layout
+    run = subprocess.run([*cmd[:-3], "-o", str(tmp_path / "out1.txt"), "--mots-style", "mots-challenge", "--quiet"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    text1 = (tmp_path / "out1.txt").read_text()
+    assert text1 == "".join(f"{int(l.split()[0]) + 1} {l.split(' ', 1)[1]}\n" for l in text.splitlines())
+    if "2" in classes:  # MOTSChallenge scores pedestrians (class 2) only
+        size = tuple(int(v) for v in text1.split()[3:5])
+        gt, res = _challenge(tmp_path / "challenge", {"MOTS20-01": 4}, {"MOTS20-01": text1}, size)
+        _assert_perfect(evaluate_tracking_files("mots-challenge", gt, res), ["pedestrian"])
 
 
 # ------------------------------------------------------------------------------ bad MOTS inputs
@@ -356,3 +370,14 @@ def test_core_api_on_plain_arrays():
     assert r["CLEAR"]["IDSW"] == 1 and r["CLEAR"]["CLR_TP"] == 2
     assert r["HOTA"]["mean_over_alphas"]["AssA"] == pytest.approx(0.5)
     assert r["Identity"]["IDTP"] == 1 and r["Count"] == {"Dets": 2, "GT_Dets": 2, "IDs": 2, "GT_IDs": 1}
+
+
+def test_challenge_size_and_frame_errors_name_file_and_line(tmp_path):
+    # MOTSChallenge: the size comes from seqinfo.ini, frames are 1..seqLength
+    gt, res = _challenge(tmp_path, {"MOTS20-01": 3}, {"MOTS20-01": _line(1, 1, 2, 0, 5)})
+    (res / "MOTS20-01.txt").write_text(_line(1, 1, 2, 0, 5) + _line(2, 1, 2, 0, 5, h=20, w=30))
+    with pytest.raises(SipvisError, match=r"res/MOTS20-01\.txt:2: mask size 20x30 .* differs from the sequence's 24x32"):
+        evaluate_tracking_files("mots-challenge", gt, res)
+    (res / "MOTS20-01.txt").write_text(_line(1, 1, 2, 0, 5) + _line(4, 1, 2, 0, 5))
+    with pytest.raises(SipvisError, match=r"res/MOTS20-01\.txt:2: frame 4 is outside sequence MOTS20-01 \(frames 1\.\.3"):
+        evaluate_tracking_files("mots-challenge", gt, res)

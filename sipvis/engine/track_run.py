@@ -24,7 +24,7 @@ from pathlib import Path
 from sipvis.engine.inference import Segmenter
 from sipvis.engine.pipeline import OutputFilter, RunStats, track_source
 from sipvis.errors import SipvisError
-from sipvis.io.formats import InstancePngSink, MotsTxtSink
+from sipvis.io.formats import MOTS_STYLES, InstancePngSink, MotsTxtSink
 from sipvis.io.inputs import open_source
 from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink, close_all
 from sipvis.io.source import FrameRange, FrameSource
@@ -92,7 +92,7 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
                  output_filter: OutputFilter | None = None, frame_range: FrameRange = FrameRange(), *,
                  fps: float | None = None, trails: bool = False, open_window: OpenWindow | None = None,
                  progress: Progress | None = None, on_done: OnDone | None = None,
-                 tracker: str = "original") -> OutputPlan:
+                 tracker: str = "original", mots_style: str = "kitti") -> OutputPlan:
     """Track every input of `specs` (from `expand_inputs`) into the outputs planned from `outputs` and
     `formats` (see `plan_outputs`); returns the plan.
 
@@ -103,6 +103,7 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
         open_window: `open_window(source)` builds a window to show the input's annotated frames in (q stops).
         progress, on_done: see the module docstring.
         tracker: 'original' or 'robust' (`sipvis.track.new_tracker`); each input gets a fresh one.
+        mots_style: frame numbering of MOTS text outputs: 'kitti' (0-based) or 'mots-challenge' (1-based).
     """
     new_tracker(tracker)  # an unknown name fails before any input is opened
     progress = progress or (lambda source: contextlib.nullcontext())
@@ -115,7 +116,8 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
         shared_json = ResultsJson(plan.json_all) if plan.json_all else None
         for video_id, (source, paths) in enumerate(zip(sources, plan.per_input), start=1):
             sinks = _open_sinks(source, paths, segmenter.class_names, trails, open_window,
-                                shared_json.video(video_id) if shared_json is not None else None)
+                                shared_json.video(video_id) if shared_json is not None else None,
+                                MOTS_STYLES[mots_style])
             with progress(source) as advance:
                 stats = track_source(source, segmenter, sinks, new_tracker(tracker), output_filter, progress=advance)
             if on_done is not None:
@@ -127,7 +129,7 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
 
 
 def _open_sinks(source: FrameSource, paths: dict[str, Path], class_names, trails: bool,
-                open_window: OpenWindow | None, shared: Sink | None) -> list[Sink]:
+                open_window: OpenWindow | None, shared: Sink | None, mots_first_frame: int = 0) -> list[Sink]:
     """The sinks of one input, in writing order; those opened are closed again if one fails to open."""
     openers: list[Callable[[], Sink]] = []
     if shared is not None:
@@ -139,7 +141,7 @@ def _open_sinks(source: FrameSource, paths: dict[str, Path], class_names, trails
     if "png" in paths:
         openers.append(lambda: InstancePngSink(paths["png"]))
     if "mots" in paths:
-        openers.append(lambda: MotsTxtSink(paths["mots"]))
+        openers.append(lambda: MotsTxtSink(paths["mots"], mots_first_frame))
     if open_window is not None:
         openers.append(lambda: WindowSink(lambda: open_window(source), class_names, trails))
     sinks: list[Sink] = []

@@ -14,7 +14,8 @@ instance, space-separated:
 
     frame track_id class_id height width rle
 
-frame is the 0-based source frame index; track_id the 1-based track id; class_id
+frame is the source frame index, 0-based as KITTI-MOTS numbers frames (`first_frame=1`, `sipvis track
+--mots-style mots-challenge`, writes it 1-based, as MOTSChallenge does); track_id the 1-based track id; class_id
 the 0-based label + 1 (so 1 is the first class of the model, 0 is never used);
 height and width the frame size; rle the COCO compressed RLE string of the mask
 (column-major run lengths, as `pycocotools.mask.encode` writes `counts`). Lines
@@ -129,8 +130,13 @@ class InstancePngSink:
         self.close()
 
 
-def mots_lines(frame: FrameInstances) -> list[str]:
-    """The MOTS lines of one frame (see the module docstring), without newlines."""
+# `sipvis track --mots-style` -> the number the first frame of a video gets in the MOTS text
+MOTS_STYLES = {"kitti": 0, "mots-challenge": 1}
+
+
+def mots_lines(frame: FrameInstances, first_frame: int = 0) -> list[str]:
+    """The MOTS lines of one frame (see the module docstring), without newlines; source frame i is
+    numbered `i + first_frame` (0: KITTI-MOTS, 1: MOTSChallenge)."""
     if not len(frame):
         return []
     # the transposed owner map, C-ordered, is the column-major (H, W) layout pycocotools encodes
@@ -142,15 +148,17 @@ def mots_lines(frame: FrameInstances) -> list[str]:
         if mask_utils.area(rle) == 0:  # every pixel went to a higher-scoring instance
             continue
         counts = rle["counts"].decode("ascii")
-        lines.append(f"{frame.index} {int(frame.track_ids[k])} {int(frame.labels[k]) + 1} {frame.height} {frame.width} {counts}")
+        lines.append(f"{frame.index + first_frame} {int(frame.track_ids[k])} {int(frame.labels[k]) + 1} {frame.height} {frame.width} {counts}")
     return lines
 
 
 class MotsTxtSink:
-    """Writes MOTS text lines to `path` (parent folders created), flushed after every frame. See the module docstring."""
+    """Writes MOTS text lines to `path` (parent folders created), flushed after every frame. See the module docstring;
+    `first_frame`: the number of source frame 0 (0: KITTI-MOTS, 1: MOTSChallenge, see `MOTS_STYLES`)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, first_frame: int = 0) -> None:
         self.path = Path(path)
+        self.first_frame = first_frame
         ensure_folder(self.path.parent)
         try:
             self._file = open(self.path, "w", encoding="ascii", newline="\n")
@@ -160,7 +168,7 @@ class MotsTxtSink:
 
     def write(self, frame: Frame | None, instances: FrameInstances) -> None:
         """Append the lines of `instances` (`frame`, the image, is not needed: None is fine)."""
-        lines = mots_lines(instances)
+        lines = mots_lines(instances, self.first_frame)
         try:
             if lines:
                 self._file.write("\n".join(lines) + "\n")

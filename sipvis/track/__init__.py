@@ -1,7 +1,8 @@
 """Tracking: memory of objects across frames and the matching of new detections to it.
 
 Two trackers: `OriginalTracker` (the paper's greedy matching, byte-for-byte the authors' outputs) and
-`RobustTracker` (one global assignment per frame, a lost-track buffer, a class vote per track).
+`RobustTracker` (Hungarian assignment per frame, active tracks before lost ones, a lost-track buffer,
+duplicate detections left out, a class vote per track).
 `new_tracker(kind)` builds either from its `--tracker` name.
 """
 
