@@ -227,3 +227,18 @@ def test_toml_model_values_are_checked_naming_the_file(tmp_path: Path) -> None:
     path.write_text("[train]\nlr = inf\n")
     with pytest.raises(SipvisError, match=r"\[train\] lr must be a finite number, got inf"):
         load_config(path)
+
+
+def test_rle_problems_keep_their_index_across_check_chunks(monkeypatch) -> None:
+    """The RLE check runs in slices; a bad string in any slice is reported at its index in the whole list."""
+    from sipvis.evaluation import schema
+
+    mask = np.zeros((8, 6), dtype=np.uint8, order="F")
+    mask[2:5, 1:4] = 1
+    good = {"size": [8, 6], "counts": mask_utils.encode(mask)["counts"].decode()}
+    rles = [dict(good) for _ in range(11)]
+    rles[2]["counts"], rles[7]["counts"], rles[10]["counts"] = "1d", "hello", "2O"
+    whole = schema.compressed_rle_problems(rles)
+    monkeypatch.setattr(schema, "RLE_CHECK_CHUNK", 3)
+    assert schema.compressed_rle_problems(rles) == whole
+    assert [i for i, _ in whole] == [2, 7, 10]
