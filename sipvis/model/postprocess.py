@@ -42,7 +42,10 @@ class Detections:
         labels: (B, K) int64 0-based class index.
         valid: (B, K) bool; padded slots are False. Valid slots come first, by decreasing score.
         masks: (B, K, H, W) bool at the original frame size (all False in invalid slots).
-        embeddings: (B, K, E) tracking embeddings (empty last dim when the model has no tracking map).
+        embeddings: (B, K, E) tracking embeddings (empty last dim when the model has no tracking map);
+            None for the image models (`postprocess_coco`).
+        mask_scores: (B, K) float32 SipMask++ re-scored mask scores (predicted mask IoU x score), None for
+            models without re-scoring.
     """
 
     boxes: torch.Tensor
@@ -50,7 +53,8 @@ class Detections:
     labels: torch.Tensor
     valid: torch.Tensor
     masks: torch.Tensor
-    embeddings: torch.Tensor
+    embeddings: torch.Tensor | None
+    mask_scores: torch.Tensor | None = None
 
 
 def decode_candidates(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig):
