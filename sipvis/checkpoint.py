@@ -291,12 +291,26 @@ def load_weights(spec: str | Path, progress: DownloadProgress | None = None) -> 
         except SipvisError:
             pass  # a damaged cache: convert again and rewrite it
     state, _ = read_mmdet_checkpoint(resolved.path)
-    cfg, state, _ = convert_mmdet(state)
+    cfg, state, _ = convert_mmdet(state, _registry_family(resolved.name))
     try:
         save_checkpoint(converted, cfg, state, source=str(resolved.path))
     except SipvisError:
         pass  # a read-only location only costs a conversion next time
     return cfg, state
+
+
+def _registry_family(name: str | None) -> SipMaskConfig | None:
+    """The config a registry entry's `config` names (the family its file must be), or None."""
+    from sipvis.model.families import OFFICIAL_CONFIGS, official_config
+    from sipvis.weights import find_entry
+
+    entry = find_entry(name) if name else None
+    if entry is None or not entry.config:
+        return None
+    if entry.config not in OFFICIAL_CONFIGS:
+        raise SipvisError(f"registry entry '{name}' names an unknown config '{entry.config}' "
+                          f"(known: {', '.join(OFFICIAL_CONFIGS)})")
+    return official_config(entry.config)
 
 
 def build_model(weights: str | Path, *, overrides: dict | None = None, target: SipMaskConfig | None = None,
