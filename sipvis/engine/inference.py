@@ -222,6 +222,9 @@ class Segmenter:
         boxes, scores, labels, masks = (t[:, :k].cpu().numpy() for t in (dets.boxes, dets.scores, dets.labels,
                                                                           dets.masks))
         robust = isinstance(tracker, RobustTracker)
+        if not robust and dets.embeddings is None:
+            raise SipvisError("the original tracker needs a model with a tracking branch (SipMask-VIS); "
+                              "this image model has none: use --tracker robust")
         # a model without a tracking branch has embeddings of width 0 (or none): the robust tracker
         # then matches on overlap and class only
         emb = dets.embeddings[:, :k].cpu().numpy() if robust and dets.embeddings is not None else None
