@@ -181,19 +181,19 @@ def test_per_class_nms_is_the_greedy_rule():
     """`per_class_nms` against a literal per-class greedy NMS (+1-pixel IoU, removed when > thr, raw
     probability threshold, kept in ascending candidate order), with an IoU of exactly 0.5 kept."""
     g = torch.Generator().manual_seed(0)
-    cfg = SipMaskConfig(class_names=tuple("abcd"), score_thr=0.05, nms_iou=0.5, max_per_img=100, nms="per_class")
-    boxes = torch.rand(300, 4, generator=g) * 200
+    cfg = SipMaskConfig(class_names=tuple("abcd"), score_thr=0.05, nms_iou=0.5, max_per_img=1000, nms="per_class")
+    boxes = torch.rand(120, 4, generator=g) * 200
     boxes[:, 2:] += boxes[:, :2]
     boxes[1] = torch.tensor([0.0, 0.0, 9.0, 9.0])  # 10x10 with +1
     boxes[2] = torch.tensor([0.0, 0.0, 9.0, 19.0])  # IoU exactly 100 / 200 = 0.5 with box 1: both kept
-    probs = torch.rand(300, 4, generator=g) * 0.2
+    probs = torch.rand(120, 4, generator=g) * 0.2
     probs[1:3, 0] = torch.tensor([0.9, 0.8])
-    centerness = torch.rand(300, generator=g)
+    centerness = torch.rand(120, generator=g)
     centerness[1:3] = 1.0
     index, labels, scores = per_class_nms(boxes, probs, centerness, cfg)
     want = []
     for c in range(4):
-        cand = [i for i in range(300) if probs[i, c] > 0.05]
+        cand = [i for i in range(120) if probs[i, c] > 0.05]
         ranked = sorted(cand, key=lambda i: -float(probs[i, c] * centerness[i]))
         kept = []
         for i in ranked:
@@ -203,6 +203,10 @@ def test_per_class_nms_is_the_greedy_rule():
     assert list(zip(index.tolist(), labels.tolist())) == want
     assert (1, 0) in want and (2, 0) in want
     torch.testing.assert_close(scores, probs[index, labels] * centerness[index], rtol=0, atol=0)
+    # over max_per_img: the best by score, in score order
+    capped = per_class_nms(boxes, probs, centerness, SipMaskConfig(class_names=tuple("abcd"), max_per_img=7,
+                                                                   score_thr=0.05))
+    assert torch.equal(capped[2], scores.sort(descending=True).values[:7])
 
 
 def _iou_plus_one(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -218,7 +222,7 @@ def test_weights_convert_then_segmenter(tmp_path):
     through `Segmenter.from_checkpoint`: the original's detections."""
     from click.testing import CliRunner
 
-    from sipvis.cli import main as cli
+    from sipvis.cli import cli
 
     config = "sipmask_r50_caffe_fpn_ssd_6x"
     torch.save({"state_dict": reference_checkpoint(config), "meta": {}}, tmp_path / "ref.pth")

@@ -196,10 +196,12 @@ class Segmenter:
               ) -> Iterator[FrameInstances]:
         """Segment and track one video. Frames are taken in order, `batch_size` at a time.
 
-        `tracker`: an `OriginalTracker` (the default) or a `RobustTracker` (`sipvis.track.new_tracker`),
-        fresh for each video."""
+        `tracker`: an `OriginalTracker` (the default) or a `RobustTracker` (`sipvis.track.new_tracker`; the
+        default for a model without a tracking branch), fresh for each video."""
         prepared = (f if isinstance(f, PreparedFrame) else self.prepare(f, i) for i, f in enumerate(frames))
-        for _, instances in self.track_prepared(prepared, tracker or OriginalTracker()):
+        if tracker is None:
+            tracker = OriginalTracker() if self.cfg.has_tracking_branch else RobustTracker()
+        for _, instances in self.track_prepared(prepared, tracker):
             yield instances
 
     def track_prepared(self, frames: Iterable[PreparedFrame], tracker: Tracker
