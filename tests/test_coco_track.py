@@ -78,3 +78,19 @@ def test_track_cli_with_an_image_model(tmp_path):
     lines = [line for line in refused.stderr.strip().splitlines() if line.strip()]
     assert refused.returncode != 0 and len(lines) == 1 and "--tracker robust" in lines[0], refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+
+def test_auto_tracker_resolution(tmp_path):
+    """`--tracker auto` (the default): original with a tracking branch, robust without; original refused
+    for an image model."""
+    from models import tiny_checkpoint
+    from sipvis.cli._model_options import resolve_tracker
+    from sipvis.errors import SipvisError
+
+    video = Segmenter.from_checkpoint(str(tiny_checkpoint(tmp_path)), device="cpu")
+    image = Segmenter.from_checkpoint(str(tiny_image_checkpoint(tmp_path)), device="cpu")
+    assert resolve_tracker("auto", video) == "original" and resolve_tracker("auto", image) == "robust"
+    assert resolve_tracker("robust", video) == "robust" and resolve_tracker("original", video) == "original"
+    with pytest.raises(SipvisError, match="use --tracker robust"):
+        resolve_tracker("original", image)
