@@ -156,25 +156,30 @@ def postprocess_image(out: HeadOutputs, geom: ImageGeometry, cfg: SipMaskConfig,
     else:
         index, labels, scores, valid = fast_nms(boxes, probs * centerness[..., None], cfg)
     det_boxes = boxes.gather(1, index[..., None].expand(-1, -1, 4))
-    det_coeffs = coeffs.gather(1, index[..., None].expand(-1, -1, coeffs.shape[-1]))
+    # masks only for the leading slots that hold a detection in some image (valid slots come first)
+    used = int(valid.sum(1).max()) if valid.numel() else 0  # one host sync
+    det_coeffs = coeffs.gather(1, index[:, :used, None].expand(-1, -1, coeffs.shape[-1]))
     # the crop box comes from the returned box, back in input pixels, at the basis' half resolution
-    soft = crop_split_masks(out.basis, det_coeffs, det_boxes * geom.box_scale(boxes.device) / 2)
+    soft = crop_split_masks(out.basis, det_coeffs, det_boxes[:, :used] * geom.box_scale(boxes.device) / 2)
     mask_scores = None
     if rescoring is not None:
         mask_scores = torch.zeros_like(scores)
-        if bool(valid.any()):
-            ious = rescoring(soft[valid][:, None])  # (n, 1, h, w) -> (n, C)
-            mask_scores[valid] = ious.gather(1, labels[valid][:, None])[:, 0] * scores[valid]
+        if used:
+            live = valid[:, :used]
+            ious = rescoring(soft[live][:, None])  # (n, 1, h, w) -> (n, C)
+            predicted = ious.gather(1, labels[:, :used][live][:, None])[:, 0]  # the detection's class
+            mask_scores[:, :used][live] = predicted * scores[:, :used][live]
     masks = paste_masks(soft, valid, geom, cfg.mask_thr)
     return Detections(det_boxes, scores, labels, valid, masks, None, mask_scores)
 
 
 def paste_masks(soft: torch.Tensor, valid: torch.Tensor, geom: ImageGeometry, threshold: float,
                 chunk: int = 16) -> torch.Tensor:
-    """(B, K, h, w) soft masks at the basis size -> (B, K, H, W) bool at the original size: bilinear with
-    the factor `geom.mask_factor()` given to `F.interpolate` (align_corners False; output floor(size x
-    factor)), > threshold, pasted at the top-left into zeros and cropped to fit. Only the leading slots
-    holding a valid detection are upsampled, `chunk` at a time (memory)."""
+    """(B, U, h, w) soft masks at the basis size of the U leading slots of (B, K) `valid` -> (B, K, H, W) bool
+    at the original size: bilinear with the factor `geom.mask_factor()` given to `F.interpolate`
+    (align_corners False; output floor(size x factor)), > threshold, pasted at the top-left into zeros and
+    cropped to fit. Only the leading slots holding a valid detection are upsampled, `chunk` at a time
+    (memory); invalid slots are all False."""
     b, k = valid.shape
     H, W = geom.original
     masks = torch.zeros((b, k, H, W), dtype=torch.bool, device=soft.device)
