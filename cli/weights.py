@@ -93,7 +93,10 @@ def convert_command(src: Path, dst: Path, classes: str) -> None:
     state, meta = read_mmdet_checkpoint(src)
     target = None
     if classes != "source":
-        target = replace(infer_config(rename_mmdet(state)), class_names=_class_names(classes))
+        source, names = infer_config(rename_mmdet(state)), _class_names(classes)
+        # dataset category ids belong to the source's classes; other classes number label + 1
+        target = replace(source, class_names=names, category_ids=source.category_ids if names == source.class_names
+                         else ())
     cfg, converted, report = convert_mmdet(state, target)
     path = save_checkpoint(dst, cfg, converted, source=str(src))
     from sipvis.model.families import family_name

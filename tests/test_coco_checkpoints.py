@@ -117,3 +117,21 @@ def test_config_fields_round_trip_and_are_checked():
     with pytest.raises(ValueError, match="dcn_stages"):
         SipMaskConfig.from_dict({"dcn_stages": [5]})
     assert len(COCO_CATEGORY_IDS) == len(COCO_CLASSES) == 80
+
+
+def test_convert_an_image_model_to_other_classes(tmp_path):
+    """`weights convert --classes` of an image model: classifier and re-scoring output re-initialised, the
+    COCO category ids dropped (other classes number label + 1), the result loads back."""
+    from click.testing import CliRunner
+
+    from sipvis.checkpoint import load_checkpoint
+    from sipvis.cli import cli
+
+    torch.save({"state_dict": manifest_state("sipmask_r50_caffe_fpn_ssd_6x"), "meta": {}}, tmp_path / "m.pth")
+    result = CliRunner().invoke(cli, ["weights", "convert", str(tmp_path / "m.pth"), str(tmp_path / "out"),
+                                      "--classes", "cat,dog"])
+    assert result.exit_code == 0, result.output
+    assert "head.cls_logits.weight" in result.output
+    cfg, state, _ = load_checkpoint(tmp_path / "out.safetensors")
+    assert cfg.class_names == ("cat", "dog") and cfg.category_ids == () and cfg.task == "image"
+    assert state["head.cls_logits.weight"].shape[0] == 2
