@@ -89,7 +89,9 @@ def class_indices(class_filter: tuple[str, ...] | list[str], class_names: tuple[
 
 TRACKER_HELP = ("Tracker: 'original' is the paper's greedy matching, outputs identical to the authors' code; "
                 "'robust' makes one global assignment per frame (no detection dropped), keeps lost tracks "
-                "30 frames to re-identify them, and names each track by a score-weighted class vote.")
+                "30 frames to re-identify them, and names each track by a score-weighted class vote. "
+                "'auto' (default): original for models with a tracking branch (SipMask-VIS), robust for the "
+                "image models (COCO), which have none.")
 
 
 def _check_tracker(ctx, param, value: str) -> str:
@@ -101,6 +103,22 @@ def _check_tracker(ctx, param, value: str) -> str:
 
 
 def tracker_option():
-    """`--tracker original|robust` (default original), shared by track, live, eval, bench and demo."""
-    return click.option("--tracker", default="original", show_default=True, callback=_check_tracker,
-                        metavar="original|robust", help=TRACKER_HELP)
+    """`--tracker auto|original|robust` (default auto, `resolve_tracker`), shared by track, live, eval, bench
+    and demo."""
+    return click.option("--tracker", default="auto", show_default=True, callback=_check_tracker,
+                        metavar="auto|original|robust", help=TRACKER_HELP)
+
+
+def resolve_tracker(kind: str, segmenter) -> str:
+    """The tracker a model runs with: 'auto' is 'original' when the model has a tracking branch and
+    'robust' (box/mask overlap and class) when it has none (the image models); 'original' for a model
+    without a tracking branch is a `SipvisError`."""
+    from sipvis.errors import SipvisError
+
+    branch = segmenter.cfg.has_tracking_branch
+    if kind == "auto":
+        return "original" if branch else "robust"
+    if kind == "original" and not branch:
+        raise SipvisError("--tracker original needs a model with a tracking branch (SipMask-VIS); this image "
+                          "model has none: use --tracker robust (the default for it)")
+    return kind

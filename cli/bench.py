@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sipvis.cli._model_options import tracker_option
+from sipvis.cli._model_options import resolve_tracker, tracker_option
 from sipvis.cli._options import COUNT_OR_AUTO, NON_NEGATIVE
 
 RANDOM_NOTE = "random weights: throughput only"
@@ -88,6 +88,7 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
     from sipvis.engine.inference import precision_name
 
     segmenter, weights_label, random_weights = build_bench_segmenter(weights, device, precision, batch, quiet)
+    tracker = resolve_tracker(tracker, segmenter)
     dev, dtype, model = segmenter.device, segmenter.dtype, segmenter.model
     frames = frames or (256 if dev.type == "cuda" else 4)  # R50 on 2 CPU cores: ~4 s a frame
     err = Console(stderr=True, quiet=quiet)

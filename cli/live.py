@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sipvis.cli._model_options import build_segmenter, model_options, tracker_option
+from sipvis.cli._model_options import build_segmenter, model_options, resolve_tracker, tracker_option
 from sipvis.cli._options import COUNT, NON_NEGATIVE, RATE, FiniteFloat
 from sipvis.cli._window import Window as _Window
 from sipvis.cli._window import check_display
@@ -68,6 +68,7 @@ def command(camera, source, width, height, fps, realtime, weights, device, preci
     opened = open_input(camera, source, width, height, fps)
     try:
         segmenter, keep = build_segmenter(weights, device, precision, 1, score_thr, max_dets, class_filter)
+        tracker = resolve_tracker(tracker, segmenter)
     except BaseException:
         opened[0].close()
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from sipvis.cli._model_options import build_segmenter, model_options, tracker_option
+from sipvis.cli._model_options import build_segmenter, model_options, resolve_tracker, tracker_option
 from sipvis.cli._options import COUNT, RATE, SECONDS, split_commas
 
 FORMATS = ("video", "json", "png", "mots")
@@ -59,6 +59,7 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
     specs = expand_inputs(list(inputs))
     segmenter, keep_classes = build_segmenter(weights, device, precision, batch, score_thr, max_dets, class_filter,
                                               progress=not quiet)
+    tracker = resolve_tracker(tracker, segmenter)
     frame_range = FrameRange(start, end, vid_stride, max_frames)
     run_all(specs, outputs, formats, segmenter, OutputFilter(keep_classes), frame_range, fps, trails, quiet, show,
             tracker=tracker, mots_style=mots_style)

@@ -81,8 +81,10 @@ def download_command(name: str | None, force: bool, quiet: bool) -> None:
 def convert_command(src: Path, dst: Path, classes: str) -> None:
     """Convert an original SipMask (mmdetection v1) checkpoint SRC.pth into a sipvis checkpoint DST.
 
-    Writes DST.safetensors and DST.json (model settings and class names). A COCO-trained SipMask
-    (80 classes, no tracking branch) converts too: the missing tracking layers are initialised and listed.
+    Writes DST.safetensors and DST.json (model settings and class names). The nine official COCO image
+    models (SipMask 800x1333, real-time 544x544, SipMask++) convert as image models, their family read from
+    the keys; a COCO pre-training of SipMask-VIS (towers of 2 + 3 convs, no tracking branch) converts to
+    SipMask-VIS with the missing tracking layers initialised and listed.
     """
     from dataclasses import replace
 
@@ -91,11 +93,16 @@ def convert_command(src: Path, dst: Path, classes: str) -> None:
     state, meta = read_mmdet_checkpoint(src)
     target = None
     if classes != "source":
-        target = replace(infer_config(rename_mmdet(state)), class_names=_class_names(classes))
+        source, names = infer_config(rename_mmdet(state)), _class_names(classes)
+        # dataset category ids belong to the source's classes; other classes number label + 1
+        target = replace(source, class_names=names, category_ids=source.category_ids if names == source.class_names
+                         else ())
     cfg, converted, report = convert_mmdet(state, target)
     path = save_checkpoint(dst, cfg, converted, source=str(src))
+    from sipvis.model.families import family_name
+
     click.echo(f"Converted {src} -> {path} (+ .json): ResNet-{cfg.depth} {cfg.style}, {cfg.num_classes} classes, "
-               f"{len(converted)} tensors")
+               f"{len(converted)} tensors; {family_name(cfg)}")
     if report.reinitialised:
         click.echo(f"Initialised fresh (not in the checkpoint or class-dependent): {', '.join(report.reinitialised)}")
 
@@ -112,8 +119,19 @@ def info_command(path: str) -> None:
     n_params = sum(v.numel() for v in state.values())
     click.echo(f"path:       {resolved.path}")
     click.echo(f"format:     {resolved.format}")
-    click.echo(f"model:      SipMask-VIS, ResNet-{cfg.depth} ({cfg.style} style), input up to "
-               f"{cfg.max_size[0]}x{cfg.max_size[1]}")
+    from sipvis.model.families import family_name
+
+    if cfg.task == "vis":
+        click.echo(f"model:      SipMask-VIS, ResNet-{cfg.depth} ({cfg.style} style), input up to "
+                   f"{cfg.max_size[0]}x{cfg.max_size[1]}")
+    else:
+        how = "resized to exactly" if cfg.resize == "fixed" else "keep-ratio resize to fit"
+        click.echo(f"model:      SipMask image model, ResNet-{cfg.depth} ({cfg.style} style), input {how} "
+                   f"{cfg.max_size[0]}x{cfg.max_size[1]}")
+    click.echo(f"family:     {family_name(cfg)}")
+    tracking = ("tracking branch (--tracker original or robust)" if cfg.has_tracking_branch
+                else "no tracking branch: videos are tracked by box/mask overlap and class (robust tracker)")
+    click.echo(f"tracking:   {tracking}")
     click.echo(f"parameters: {n_params / 1e6:.2f} M in {len(state)} tensors")
     click.echo(f"classes:    {cfg.num_classes}: {', '.join(cfg.class_names)}")
 

@@ -21,6 +21,7 @@ from sipvis.errors import SipvisError
 from sipvis.io.files import load_json, write_bytes_atomic, write_json_atomic
 from sipvis.weights import DownloadProgress
 from sipvis.model.config import COCO_CLASSES, YTVIS_2019_CLASSES, SipMaskConfig
+from sipvis.model.families import coco_config, family_name
 
 if TYPE_CHECKING:
     from sipvis.model.sipmask import SipMaskVIS
@@ -45,10 +46,12 @@ _MMDET_RULES: list[tuple[str, str]] = [
     (r"^bbox_head\.sip_mask_lat0\.(.*)$", r"head.basis_fuse.\1"),
     (r"^bbox_head\.sip_mask_lat\.(.*)$", r"head.basis_out.\1"),
     (r"^bbox_head\.(sipmask_track|fovea_track)\.(.*)$", r"head.track_fuse.\2"),
+    (r"^bbox_head\.convs_scoring\.(\d+)\.conv\.(.*)$", r"head.mask_scoring.convs.\1.\2"),
+    (r"^bbox_head\.mask_scoring\.(.*)$", r"head.mask_scoring.out.\1"),
 ]
 
 # Layers whose shape depends on the class set, and the tracking branch (absent from COCO checkpoints).
-CLASS_DEPENDENT = ("head.cls_logits.",)
+CLASS_DEPENDENT = ("head.cls_logits.", "head.mask_scoring.out.")
 TRACKING_BRANCH = ("head.track_tower.", "head.track_fuse.")
 
 
@@ -106,7 +109,8 @@ def read_mmdet_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], di
 
 def infer_config(state: dict[str, torch.Tensor], class_names: tuple[str, ...] | None = None) -> SipMaskConfig:
     """Model config from converted keys: ResNet depth from the number of stage-3 blocks, classes from
-    the classification layer (40 -> YouTube-VIS 2019 names), caffe style (the original's only choice)."""
+    the classification layer (40 -> YouTube-VIS 2019 names, 80 -> COCO), caffe style (the original's only
+    choice), and the family (`model_family`)."""
     blocks3 = {int(m.group(1)) for k in state if (m := re.match(r"backbone\.layer3\.(\d+)\.", k))}
     depth = {6: 50, 23: 101}.get(len(blocks3))
     if depth is None or "head.cls_logits.weight" not in state:
@@ -115,7 +119,28 @@ def infer_config(state: dict[str, torch.Tensor], class_names: tuple[str, ...] | 
     if class_names is None:
         known = {len(YTVIS_2019_CLASSES): YTVIS_2019_CLASSES, len(COCO_CLASSES): COCO_CLASSES}
         class_names = known.get(n_cls) or tuple(f"class_{i}" for i in range(n_cls))
-    return SipMaskConfig(class_names=tuple(class_names), depth=depth, style="caffe")
+    return model_family(state, depth, tuple(class_names))
+
+
+def model_family(state: dict[str, torch.Tensor], depth: int, class_names: tuple[str, ...]) -> SipMaskConfig:
+    """Which SipMask a converted state dict is, from its keys alone.
+
+    A tracking branch, or towers of 2 + 3 convs (a COCO pre-training of SipMask-VIS): SipMask-VIS.
+    Otherwise an image model (`sipvis.model.families.coco_config`): towers 3 + 4 the high-accuracy
+    1333x800 family, others the real-time 544x544 one; GN in the head when the towers have norm keys;
+    SipMask++ when the backbone has deformable convs or the re-scoring branch exists. Keys that do not fit
+    the family are reported when the weights are loaded into it.
+    """
+    def count(tower: str) -> int:
+        return len({m.group(1) for k in state if (m := re.match(rf"head\.{tower}\.(\d+)\.conv\.weight$", k))})
+
+    towers = count("cls_tower"), count("reg_tower")
+    if any(k.startswith(TRACKING_BRANCH) for k in state) or towers == (2, 3):
+        return SipMaskConfig(class_names=class_names, depth=depth, style="caffe")
+    norm = any(re.match(r"head\.(cls|reg)_tower\.\d+\.norm\.", k) for k in state)
+    plus = any(".conv_offset." in k for k in state if k.startswith("backbone.")) or any(
+        k.startswith("head.mask_scoring.") for k in state)
+    return coco_config(depth, realtime=towers[1] != 4, head_norm=norm, plus=plus, class_names=class_names)
 
 
 def rename_mmdet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -160,7 +185,7 @@ def _load_mmdet_into(model, renamed: dict[str, torch.Tensor]) -> LoadReport:
     """`fit_state` for an original checkpoint already renamed: every misfit is an error."""
     report = fit_state(model, renamed)
     if not report.ok:
-        raise SipvisError(f"checkpoint does not fit SipMask-VIS R{model.cfg.depth}: {report.summary()}")
+        raise SipvisError(f"checkpoint does not fit {family_name(model.cfg)} R{model.cfg.depth}: {report.summary()}")
     return report
 
 
@@ -266,12 +291,26 @@ def load_weights(spec: str | Path, progress: DownloadProgress | None = None) -> 
         except SipvisError:
             pass  # a damaged cache: convert again and rewrite it
     state, _ = read_mmdet_checkpoint(resolved.path)
-    cfg, state, _ = convert_mmdet(state)
+    cfg, state, _ = convert_mmdet(state, _registry_family(resolved.name))
     try:
         save_checkpoint(converted, cfg, state, source=str(resolved.path))
     except SipvisError:
         pass  # a read-only location only costs a conversion next time
     return cfg, state
+
+
+def _registry_family(name: str | None) -> SipMaskConfig | None:
+    """The config a registry entry's `config` names (the family its file must be), or None."""
+    from sipvis.model.families import OFFICIAL_CONFIGS, official_config
+    from sipvis.weights import find_entry
+
+    entry = find_entry(name) if name else None
+    if entry is None or not entry.config:
+        return None
+    if entry.config not in OFFICIAL_CONFIGS:
+        raise SipvisError(f"registry entry '{name}' names an unknown config '{entry.config}' "
+                          f"(known: {', '.join(OFFICIAL_CONFIGS)})")
+    return official_config(entry.config)
 
 
 def build_model(weights: str | Path, *, overrides: dict | None = None, target: SipMaskConfig | None = None,

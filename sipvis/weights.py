@@ -75,7 +75,8 @@ RETRY_DELAY_S = 1.0  # grows linearly with the attempt number
 _CHUNK = 1 << 20
 _MAX_PAGE = 2 << 20  # an HTML page from Drive is a few kB; never read more than this of one
 
-_ENTRY_FIELDS = {"name", "description", "format", "file", "url", "gdrive_id", "path", "sha256", "size", "default"}
+_ENTRY_FIELDS = {"name", "description", "format", "file", "url", "gdrive_id", "path", "sha256", "size", "default",
+                 "config"}
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -113,6 +114,7 @@ class Entry:
     sha256: str = ""
     size: int | None = None
     default: bool = False
+    config: str = ""  # the original's config name of an image model (`sipvis.model.families.OFFICIAL_CONFIGS`)
     root: Path = REGISTRY_FILE.parent  # folder of the registry file, base of `path`
 
     @property
@@ -208,6 +210,8 @@ def _parse_entry(raw: Any, path: Path, index: int) -> Entry:
         raise SipvisError(f"{where}: size must be a number of bytes")
     if not isinstance(raw.get("default", False), bool):
         raise SipvisError(f"{where}: default must be true or false")
+    if not isinstance(raw.get("config", ""), str):
+        raise SipvisError(f"{where}: config must be a string (the original's config name)")
     return Entry(
         name=raw["name"],
         description=raw["description"],
@@ -219,6 +223,7 @@ def _parse_entry(raw: Any, path: Path, index: int) -> Entry:
         sha256=sha256,
         size=size,
         default=raw.get("default", False),
+        config=raw.get("config", ""),
         root=path.parent,
     )
 

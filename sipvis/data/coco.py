@@ -14,6 +14,7 @@ from sipvis.data.batch import SampleKey, TrainSample, sample_rng
 from sipvis.data.transforms import TrainTransform, xywh_to_inclusive_xyxy
 from sipvis.data.ytvis import AnnotatedDataset, decode_segmentation
 from sipvis.errors import SipvisError
+from sipvis.model.config import COCO_CATEGORY_IDS, COCO_CLASSES  # noqa: F401  (the one table, re-exported)
 from sipvis.model.losses import FrameTargets
 
 

@@ -19,7 +19,8 @@ from sipvis.model.config import SipMaskConfig
 from sipvis.model.head import HeadOutputs
 from sipvis.model.postprocess import Detections, FrameGeometry
 from sipvis.model.postprocess import postprocess as decode_detections
-from sipvis.model.preprocess import normalize_and_pad, resize_frame
+from sipvis.model.postprocess_coco import ImageGeometry, postprocess_image
+from sipvis.model.preprocess import normalize_and_pad, resize_exact, resize_frame
 from sipvis.model.sipmask import SipMaskVIS
 from sipvis.results import FrameInstances
 from sipvis.track import OriginalTracker, RobustTracker, Tracker, visible_detections
@@ -84,7 +85,7 @@ class PreparedFrame:
 
     index: int
     resized: np.ndarray  # (h, w, 3) uint8 BGR
-    scale: float
+    scale: float | tuple[float, float]  # (w_scale, h_scale) for a fixed-size model (`cfg.resize` "fixed")
     original: tuple[int, int]
     timestamp: float | None = None
     source: object = None  # what the caller wants back with the result (e.g. the decoded frame)
@@ -136,7 +137,10 @@ class Segmenter:
     def prepare(self, image: np.ndarray, index: int = 0, timestamp: float | None = None,
                 source: object = None) -> PreparedFrame:
         """Host-side part of pre-processing (the original's cv2 resize); safe to run in a decode thread."""
-        resized, scale = resize_frame(image, self.cfg.max_size)
+        if self.cfg.resize == "fixed":
+            resized, scale = resize_exact(image, self.cfg.max_size)
+        else:
+            resized, scale = resize_frame(image, self.cfg.max_size)
         return PreparedFrame(index, resized, scale, image.shape[:2], timestamp, source)
 
     def batches(self, frames: Iterable[PreparedFrame]) -> Iterator[list[PreparedFrame]]:
@@ -171,7 +175,11 @@ class Segmenter:
 
     @torch.inference_mode()
     def postprocess(self, outputs: HeadOutputs, frames: list[PreparedFrame]) -> Detections:
-        """Raw outputs of `frames` (one size) -> padded `Detections` on the device, at the original size."""
+        """Raw outputs of `frames` (one size) -> padded `Detections` on the device, at the original size.
+        Image models (`cfg.task` "image") decode as the original SipMask-mmdetection (`postprocess_coco`)."""
+        if self.cfg.task == "image":
+            geom = ImageGeometry(frames[0].resized.shape[:2], frames[0].original, frames[0].scale)
+            return postprocess_image(outputs, geom, self.cfg, self.model.head.mask_scoring)
         geom = FrameGeometry(frames[0].resized.shape[:2], frames[0].original, frames[0].scale)
         return decode_detections(outputs, geom, self.cfg)
 
@@ -188,10 +196,12 @@ class Segmenter:
               ) -> Iterator[FrameInstances]:
         """Segment and track one video. Frames are taken in order, `batch_size` at a time.
 
-        `tracker`: an `OriginalTracker` (the default) or a `RobustTracker` (`sipvis.track.new_tracker`),
-        fresh for each video."""
+        `tracker`: an `OriginalTracker` (the default) or a `RobustTracker` (`sipvis.track.new_tracker`; the
+        default for a model without a tracking branch), fresh for each video."""
         prepared = (f if isinstance(f, PreparedFrame) else self.prepare(f, i) for i, f in enumerate(frames))
-        for _, instances in self.track_prepared(prepared, tracker or OriginalTracker()):
+        if tracker is None:
+            tracker = OriginalTracker() if self.cfg.has_tracking_branch else RobustTracker()
+        for _, instances in self.track_prepared(prepared, tracker):
             yield instances
 
     def track_prepared(self, frames: Iterable[PreparedFrame], tracker: Tracker
@@ -214,6 +224,9 @@ class Segmenter:
         boxes, scores, labels, masks = (t[:, :k].cpu().numpy() for t in (dets.boxes, dets.scores, dets.labels,
                                                                           dets.masks))
         robust = isinstance(tracker, RobustTracker)
+        if not robust and dets.embeddings is None:
+            raise SipvisError("the original tracker needs a model with a tracking branch (SipMask-VIS); "
+                              "this image model has none: use --tracker robust")
         # a model without a tracking branch has embeddings of width 0 (or none): the robust tracker
         # then matches on overlap and class only
         emb = dets.embeddings[:, :k].cpu().numpy() if robust and dets.embeddings is not None else None

@@ -27,10 +27,19 @@ COCO_CLASSES: tuple[str, ...] = (
     "scissors", "teddy bear", "hair drier", "toothbrush",
 )
 
+# The dataset category id of each COCO label (the official annotation files' ids: 1..90 with gaps),
+# the order of `COCO_CLASSES`: label 0 -> 1 person, 11 -> 13 stop sign, 79 -> 90 toothbrush.
+COCO_CATEGORY_IDS: tuple[int, ...] = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34,
+    35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+    64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+)
+
 
 @dataclass
 class SipMaskConfig:
-    """Everything that defines a SipMask-VIS model. Defaults = the paper's YouTube-VIS R50 model.
+    """Everything that defines a SipMask model. Defaults = the paper's YouTube-VIS R50 model; the COCO
+    image models (`sipvis.model.families.coco_config`) differ only in these fields.
 
     Attributes:
         class_names: one name per class; the number of classes is their count.
@@ -47,6 +56,18 @@ class SipMaskConfig:
         to_rgb: feed RGB instead of BGR (pytorch-style ImageNet weights expect RGB).
         size_divisor: pad input height/width to a multiple of this.
         nms_pre, score_thr, nms_iou, max_per_img, nms_top_k, mask_thr: test-time post-processing.
+        task: "vis" (SipMask-VIS: a tracking branch, one frame of a video at a time) or "image" (the COCO
+            image models: no tracking branch, the image post-processing of `postprocess_coco`).
+        category_ids: dataset category id of each label (COCO: `COCO_CATEGORY_IDS`); empty: label + 1.
+        head_norm: GroupNorm in the head towers and after FeatureAlign (False: tower convs with a bias and
+            no norm; FeatureAlign's norm parameters still exist, unused, as in the original).
+        dcn_stages: ResNet stages (1-4) whose conv2 is deformable (DCNv1) in block 0 and every block whose
+            index is a multiple of `dcn_interval` (SipMask++: (2, 3, 4), interval 3).
+        mask_rescoring: the SipMask++ mask re-scoring branch (predicted mask IoU x score).
+        resize: "keep_ratio" (fit `max_size` = (long, short)) or "fixed" (exactly `max_size` = (width,
+            height), the aspect ratio not kept: the 544x544 models).
+        nms: "fast" (YOLACT fast NMS on score x centerness) or "per_class" (greedy NMS per class on the raw
+            class probability > score_thr, +1-pixel IoU: the 800x1333 image models).
     """
 
     class_names: tuple[str, ...] = YTVIS_2019_CLASSES
@@ -75,11 +96,27 @@ class SipMaskConfig:
     nms_top_k: int = 200
     max_per_img: int = 10
     mask_thr: float = 0.5
+    task: str = "vis"
+    category_ids: tuple[int, ...] = ()
+    head_norm: bool = True
+    dcn_stages: tuple[int, ...] = ()
+    dcn_interval: int = 3
+    mask_rescoring: bool = False
+    resize: str = "keep_ratio"
+    nms: str = "fast"
     extra: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def has_tracking_branch(self) -> bool:
+        return self.task == "vis"
+
+    def category_id(self, label: int) -> int:
+        """The dataset category id of 0-based `label`."""
+        return self.category_ids[label] if self.category_ids else label + 1
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,7 +134,7 @@ class SipMaskConfig:
         if problems:
             raise ValueError("; ".join(problems))
         d = dict(d)
-        for key in ("class_names", "strides", "max_size", "pixel_mean", "pixel_std"):
+        for key in ("class_names", "strides", "max_size", "pixel_mean", "pixel_std", "category_ids", "dcn_stages"):
             if key in d:
                 d[key] = tuple(d[key])
         if "regress_ranges" in d:
@@ -120,7 +157,8 @@ def _ints(x, n: int | None = None, low: int = 1) -> bool:
 
 _AT_LEAST = {"backbone_width": 1, "fpn_channels": 1, "head_channels": 1, "num_bases": 1, "track_channels": 1,
              "basis_channels": 1, "size_divisor": 1, "nms_pre": 1, "nms_top_k": 1, "max_per_img": 1,
-             "cls_convs": 0, "reg_convs": 0, "track_convs": 0, "frozen_stages": -1}
+             "cls_convs": 0, "reg_convs": 0, "track_convs": 0, "frozen_stages": -1, "dcn_interval": 1}
+_CHOICES = {"task": ("vis", "image"), "resize": ("keep_ratio", "fixed"), "nms": ("fast", "per_class")}
 
 
 def config_problems(d: dict) -> list[str]:
@@ -153,8 +191,19 @@ def config_problems(d: dict) -> list[str]:
     for key in ("score_thr", "nms_iou", "mask_thr"):
         if key in d and not (_number(d[key]) and 0 <= d[key] <= 1):
             out.append(f"{key} must be a finite number in [0, 1], got {d[key]!r}")
-    if "to_rgb" in d and type(d["to_rgb"]) is not bool:
-        out.append(f"to_rgb must be true or false, got {d['to_rgb']!r}")
+    for key in ("to_rgb", "head_norm", "mask_rescoring"):
+        if key in d and type(d[key]) is not bool:
+            out.append(f"{key} must be true or false, got {d[key]!r}")
+    for key, choices in _CHOICES.items():
+        if key in d and d[key] not in choices:
+            out.append(f"{key} must be one of {', '.join(choices)}, got {d[key]!r}")
+    if "dcn_stages" in d and not (isinstance(d["dcn_stages"], (list, tuple))
+                                  and all(_int(v) and 1 <= v <= 4 for v in d["dcn_stages"])):
+        out.append(f"dcn_stages must be a list of ResNet stages 1-4, got {d['dcn_stages']!r}")
+    ids, names = d.get("category_ids", ()), d.get("class_names")
+    if not (isinstance(ids, (list, tuple)) and all(_int(v) for v in ids)) \
+            or ids and names is not None and len(ids) != len(names):
+        out.append(f"category_ids must be empty or one integer per class, got {ids!r:.80}")
     if "extra" in d and not isinstance(d["extra"], dict):
         out.append(f"extra must be an object, got {d['extra']!r:.80}")
     return out

@@ -40,9 +40,13 @@ class Detections:
         boxes: (B, K, 4) x1y1x2y2 in original-frame pixels.
         scores: (B, K) score x centerness.
         labels: (B, K) int64 0-based class index.
-        valid: (B, K) bool; padded slots are False. Valid slots come first, by decreasing score.
+        valid: (B, K) bool; padded slots are False. Valid slots come first, by decreasing score (image models
+            with per-class NMS: in the original's class-by-class order).
         masks: (B, K, H, W) bool at the original frame size (all False in invalid slots).
-        embeddings: (B, K, E) tracking embeddings (empty last dim when the model has no tracking map).
+        embeddings: (B, K, E) tracking embeddings (empty last dim when the model has no tracking map);
+            None for the image models (`postprocess_coco`).
+        mask_scores: (B, K) float32 SipMask++ re-scored mask scores (predicted mask IoU x score), None for
+            models without re-scoring.
     """
 
     boxes: torch.Tensor
@@ -50,7 +54,8 @@ class Detections:
     labels: torch.Tensor
     valid: torch.Tensor
     masks: torch.Tensor
-    embeddings: torch.Tensor
+    embeddings: torch.Tensor | None
+    mask_scores: torch.Tensor | None = None
 
 
 def decode_candidates(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig):

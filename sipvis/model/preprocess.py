@@ -27,6 +27,16 @@ def resize_frame(image: np.ndarray, max_size: tuple[int, int] = (640, 360)) -> t
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR), scale
 
 
+def resize_exact(image: np.ndarray, size: tuple[int, int] = (544, 544)) -> tuple[np.ndarray, tuple[float, float]]:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 resized to exactly `size` = (w, h), the ratio not kept (the
+    544x544 image models; cv2 bilinear on uint8 as mmcv's imresize), and (w_scale, h_scale) = (w/W, h/H)."""
+    width, height = size
+    scale = (width / image.shape[1], height / image.shape[0])
+    if (height, width) == image.shape[:2]:
+        return image, scale
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR), scale
+
+
 def padded_size(height: int, width: int, divisor: int = 32) -> tuple[int, int]:
     return -(-height // divisor) * divisor, -(-width // divisor) * divisor
 

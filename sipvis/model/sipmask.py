@@ -1,4 +1,4 @@
-"""SipMask-VIS: ResNet + FPN + SipMask head, read top to bottom."""
+"""SipMask (VIS and the COCO image models): ResNet + FPN + SipMask head, read top to bottom."""
 
 from __future__ import annotations
 
@@ -21,13 +21,15 @@ class SipMaskVIS(nn.Module):
     def __init__(self, cfg: SipMaskConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or SipMaskConfig()
-        self.backbone = ResNet(cfg.depth, cfg.style, cfg.frozen_stages, cfg.backbone_width)
+        self.backbone = ResNet(cfg.depth, cfg.style, cfg.frozen_stages, cfg.backbone_width, cfg.dcn_stages,
+                               cfg.dcn_interval)
         self.neck = FPN(self.backbone.out_channels, cfg.fpn_channels, num_outs=len(cfg.strides))
         self.head = SipMaskHead(
             num_classes=cfg.num_classes, in_channels=cfg.fpn_channels, channels=cfg.head_channels,
             cls_convs=cfg.cls_convs, reg_convs=cfg.reg_convs, track_convs=cfg.track_convs,
             num_bases=cfg.num_bases, basis_channels=cfg.basis_channels, track_channels=cfg.track_channels,
-            strides=cfg.strides,
+            strides=cfg.strides, norm=cfg.head_norm, tracking=cfg.has_tracking_branch,
+            mask_rescoring=cfg.mask_rescoring,
         )
 
     def forward(self, images: torch.Tensor, with_track: bool = True) -> HeadOutputs:

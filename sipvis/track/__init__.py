@@ -19,12 +19,14 @@ Tracker = OriginalTracker | RobustTracker
 
 
 def new_tracker(kind: str = "original") -> Tracker:
-    """A fresh tracker (one per video) of kind 'original' or 'robust' (its default config).
+    """A fresh tracker (one per video) of kind 'original' or 'robust' (its default config); 'auto' (the
+    `--tracker` default) is 'original' here: commands resolve it per model first
+    (`sipvis.cli._model_options.resolve_tracker`: 'robust' for a model without a tracking branch).
 
     Raises:
         SipvisError: an unknown kind, naming the choices.
     """
-    if kind == "original":
+    if kind in ("original", "auto"):
         return OriginalTracker()
     if kind == "robust":
         return RobustTracker(RobustTrackerConfig())
