@@ -147,7 +147,7 @@ def image_ids_from_gt(gt_file: str | Path, items: Sequence[InputItem]) -> list[i
 
 def check_image_model(segmenter) -> None:
     """`segment` needs an image model (`SipMaskConfig.task == "image"`); a VIS model is one clear line."""
-    if getattr(segmenter.cfg, "task", "vis") != "image":  # configs without the field are VIS models
+    if segmenter.cfg.task != "image":
         raise SipvisError("these weights are a video (SipMask-VIS) model: `sipvis segment` needs an image model, "
                           "e.g. --weights sipmask-r50-coco; use `sipvis track` for this one")
 
@@ -240,7 +240,7 @@ def segment_inputs(items: Sequence[InputItem], segmenter, plan: SegmentPlan, *,
     """
     check_image_model(segmenter)
     cfg = segmenter.cfg
-    table = category_id_table(getattr(cfg, "category_ids", ()), len(segmenter.class_names))
+    table = category_id_table(cfg.category_ids, len(segmenter.class_names))
     summary = SegmentSummary(files=list(plan.json_files))
     outputs = _Outputs(plan, segmenter.class_names)
     publish = False
@@ -268,7 +268,7 @@ def _host_detections(batch, dets, keep_classes: set[int] | None
                      ) -> Iterator[tuple[_Frame, FrameInstances, np.ndarray | None]]:
     """A batch's `Detections` on the host, per frame, in the model's order: valid slots of the wanted
     classes, as `FrameInstances` (instance k has id k + 1) with the re-scored mask scores (or None)."""
-    mask_scores = getattr(dets, "mask_scores", None)
+    mask_scores = dets.mask_scores
     for b, prepared in enumerate(batch):
         keep = dets.valid[b]
         if keep_classes is not None:
