@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sipvis.cli.demo", "Offline demo: synthetic clip + bundled demo weights."),
     "bench": ("sipvis.cli.bench", "Measure the throughput of each pipeline stage."),
     "live": ("sipvis.cli.live", "Live segmentation of a camera or stream in a window."),
+    "export": ("sipvis.cli.export", "Export the network to ONNX, OpenVINO, TorchScript or TensorRT."),
 }
 
 
