@@ -86,7 +86,7 @@ def onnx_model(model: torch.nn.Module, example: torch.Tensor, dynamic: bool):
         dims.update({2: div * Dim("h_blocks", min=1, max=8192 // div), 3: div * Dim("w_blocks", min=1, max=8192 // div)})
     levels = len(model.cfg.strides)
     program = torch.onnx.export(
-        FlatHeads(model.eval()), (example,), dynamo=True, opset_version=ONNX_OPSET, verbose=False,
+        FlatHeads(model).eval(), (example,), dynamo=True, opset_version=ONNX_OPSET, verbose=False,
         input_names=[INPUT_NAME], output_names=output_names(levels), dynamic_shapes={"images": dims},
         custom_translation_table={torch.ops.torchvision.deform_conv2d.default: _deform_conv})
     return program.model_proto
@@ -103,21 +103,31 @@ def write_onnx(model: torch.nn.Module, path: Path, example: torch.Tensor, info: 
 def write_openvino(model: torch.nn.Module, path: Path, example: torch.Tensor, info: ExportInfo,
                    dynamic: bool) -> None:
     """`path` (.xml) and its .bin get the OpenVINO IR (fp32 weights) with `info` in rt_info["sipvis"]."""
-    from sipvis.runtime.openvino_runtime import read_onnx
-
-    ov = require("openvino")
     proto = onnx_model(model, example, dynamic)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info.to_json()
     ensure_folder(path.parent)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
         onnx_file = Path(tmp) / "model.onnx"
         onnx_file.write_bytes(proto.SerializeToString())
-        ir = read_onnx(onnx_file)
-        ir.set_rt_info(info.to_json(), METADATA_KEY)
+        onnx_to_openvino(onnx_file, path)
+
+
+def onnx_to_openvino(onnx_file: Path, path: Path) -> Path:
+    """Convert a sipvis ONNX export to OpenVINO IR at `path` (.xml + .bin, fp32), its metadata carried over
+    into rt_info["sipvis"]. The .bin is renamed into place first: a reader that finds the .xml finds it."""
+    from sipvis.runtime.openvino_runtime import read_model
+
+    ov = require("openvino")
+    ir, info = read_model(Path(onnx_file))
+    ir.set_rt_info(info.to_json(), METADATA_KEY)
+    ensure_folder(path.parent)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
         xml = Path(tmp) / "model.xml"
         ov.save_model(ir, str(xml), compress_to_fp16=False)
-        # the weights first: a reader that finds the .xml finds its .bin
         publish(xml.with_suffix(".bin"), path.with_suffix(".bin"))
         publish(xml, path)
+    return path
 
 
 def write_torchscript(model: torch.nn.Module, path: Path, example: torch.Tensor, info: ExportInfo,
@@ -127,9 +137,9 @@ def write_torchscript(model: torch.nn.Module, path: Path, example: torch.Tensor,
 
     with warnings.catch_warnings():  # the tracer's notes on shape arithmetic: the parity check decides
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(FlatHeads(model.eval()), (example,), check_trace=False)
-    with atomic_write(path, "wb") as f:
-        torch.jit.save(traced, f, _extra_files={f"{METADATA_KEY}.json": info.to_json()})
+        traced = torch.jit.trace(FlatHeads(model).eval(), (example,), check_trace=False)
+        with atomic_write(path, "wb") as f:  # torch.jit is deprecated in torch 2.14 (it warns); it still works
+            torch.jit.save(traced, f, _extra_files={f"{METADATA_KEY}.json": info.to_json()})
 
 
 def write_tensorrt(model: torch.nn.Module, path: Path, example: torch.Tensor, info: ExportInfo,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,7 +28,9 @@ class TorchScriptModel(ExportedModel):
         path = Path(path)
         extra = {f"{METADATA_KEY}.json": ""}
         try:
-            self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra).eval()
+            with warnings.catch_warnings():  # torch.jit's deprecation notice (torch 2.14): it still works
+                warnings.simplefilter("ignore")
+                self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra).eval()
         except (RuntimeError, ValueError) as exc:
             raise SipvisError(f"{path} is not a readable TorchScript file (truncated or corrupt?): "
                               f"{str(exc).strip().splitlines()[0]}") from None
