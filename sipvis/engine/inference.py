@@ -128,8 +128,9 @@ class Segmenter:
         `runtime`: None runs the file in its own runtime (torch for checkpoints); "auto" or a runtime name
         as `--runtime` (`sipvis.runtime.choose`); `notice` is told one line when that exports on the fly."""
         from sipvis.runtime import load_model
+        from sipvis.runtime.choose import device_for
 
-        dev = resolve_device(device)
+        dev = device_for(weights, runtime, resolve_device(device), explicit=device != "auto")
         dtype = resolve_precision(precision, dev)
         model = load_model(weights, runtime, dev, dtype, overrides=overrides, progress=progress, notice=notice)
         return cls(model, dev, dtype, batch_size)

@@ -53,6 +53,16 @@ def choose_runtime(requested: str | None, weights: str | Path, device: torch.dev
     return requested
 
 
+def device_for(weights: str | Path, runtime: str | None, device: torch.device, explicit: bool) -> torch.device:
+    """`--device auto` on a CUDA machine means the CPU for a runtime that runs only there (onnxruntime,
+    OpenVINO); an explicit device is kept (and refused later with one line if the runtime cannot use it)."""
+    import torch
+
+    if not explicit and choose_runtime(runtime, weights, device) in ("onnxruntime", "openvino"):
+        return torch.device("cpu")
+    return device
+
+
 def load_model(weights: str | Path, runtime: str | None, device: torch.device, dtype: torch.dtype,
                overrides: dict | None = None, progress: DownloadProgress | None = None,
                notice: Callable[[str], None] | None = None):
