@@ -89,10 +89,10 @@ def load_model(weights: str | Path, runtime: str | None, device: torch.device, d
         if not path.is_file():
             raise SipvisError(f"Weights file not found: {path}")
         return open_exported(path, chosen, device, overrides)
-    raise SipvisError(f"{weights} is an exported {own} model: it runs with --runtime {own} or auto; for "
-                      f"{chosen}, export the checkpoint with `sipvis export --format {RUNTIME_FORMATS.get(chosen, chosen)}`"
-                      if chosen != "torch" else f"{weights} is an exported {own} model; --runtime torch needs "
-                      "the checkpoint it came from")
+    if chosen == "torch":
+        raise SipvisError(f"{weights} is an exported {own} model; --runtime torch needs the checkpoint it came from")
+    raise SipvisError(f"{weights} is an exported {own} model: it runs with --runtime {own} or auto; for {chosen}, "
+                      f"export the checkpoint with `sipvis export --format {RUNTIME_FORMATS[chosen]}`")
 
 
 def _check_target(runtime: str, device: torch.device, dtype: torch.dtype) -> None:
