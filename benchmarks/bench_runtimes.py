@@ -14,6 +14,7 @@ Exports are made once into `--cache` (default benchmarks/.runtimes/) and reused.
     .venv/bin/python benchmarks/bench_runtimes.py                    # the figures in BENCHMARKS.md
     .venv/bin/python benchmarks/bench_runtimes.py --models demo --threads 1 --repeats 5
     .venv/bin/python benchmarks/bench_runtimes.py --int8             # adds onnxruntime dynamic int8
+    .venv/bin/python benchmarks/bench_runtimes.py --models demo --threads 1 --fixed   # fixed vs dynamic size
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def load_models(names: list[str]) -> dict[str, SipMaskVIS]:
     return {k: m.eval() for k, m in models.items()}
 
 
-def exported_files(name: str, model: SipMaskVIS, cache: Path, int8: bool) -> dict[str, Path]:
-    """runtime -> file, exported (dynamic size) on first use."""
+def exported_files(name: str, model: SipMaskVIS, cache: Path, int8: bool, fixed: bool) -> dict[str, Path]:
+    """runtime -> file, exported (dynamic size; with `fixed` also a 384x640 ONNX) on first use."""
     files = {"onnxruntime": cache / f"{name}.onnx", "openvino": cache / f"{name}.xml",
              "torchscript": cache / f"{name}.ts"}
     if not files["onnxruntime"].exists():
@@ -61,6 +62,10 @@ def exported_files(name: str, model: SipMaskVIS, cache: Path, int8: bool) -> dic
         onnx_to_openvino(files["onnxruntime"], files["openvino"])
     if not files["torchscript"].exists():
         export_model(model, "torchscript", files["torchscript"])
+    if fixed:
+        files["onnxruntime-fixed"] = cache / f"{name}.384x640.onnx"
+        if not files["onnxruntime-fixed"].exists():
+            export_model(model, "onnx", files["onnxruntime-fixed"], size=(384, 640))
     if int8:
         files["onnxruntime-int8"] = quantized(files["onnxruntime"])
     return files
@@ -96,7 +101,7 @@ def measure(models: dict[str, SipMaskVIS], args) -> None:
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, repeats {args.repeats}; "
           f"ms/frame (median), ratio to torch eager, max deviation / tolerance")
     for name, model in models.items():
-        files = exported_files(name, model, args.cache, args.int8)
+        files = exported_files(name, model, args.cache, args.int8, args.fixed)
         images = sample_input(model.cfg, (384, 640))
         for threads in args.threads:
             torch.set_num_threads(threads)
@@ -125,6 +130,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--int8", action="store_true", help="also onnxruntime dynamic int8 (opt-in)")
+    parser.add_argument("--fixed", action="store_true", help="also onnxruntime on a fixed-size (384x640) export")
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".runtimes")
     args = parser.parse_args()
     missing = [m for m in ("onnxruntime", "openvino", "onnxscript") if importlib.util.find_spec(m) is None]
