@@ -32,8 +32,9 @@ def versions(fmt: str) -> dict:
     import sipvis
 
     out = {"sipvis": sipvis.__version__, "torch": torch.__version__}
-    if fmt in ("onnx", "openvino", "tensorrt"):
+    if fmt in ("onnx", "openvino", "tensorrt"):  # the graph comes from torch.onnx + onnxscript
         out["onnx_opset"] = ONNX_OPSET
+        out["onnxscript"] = require("onnxscript").__version__
     module = {"openvino": "openvino", "tensorrt": "tensorrt"}.get(fmt)
     if module:
         out[module] = require(module).__version__
