@@ -10,7 +10,7 @@ setup: $(BIN)/sipvis
 $(BIN)/sipvis: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install -e ".[test,onnx,openvino]"
 	@touch $@
 
 test: setup

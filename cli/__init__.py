@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("sipvis.cli.bench", "Measure the throughput of each pipeline stage."),
     "live": ("sipvis.cli.live", "Live segmentation of a camera or stream in a window."),
     "segment": ("sipvis.cli.segment", "Segment images (and video frames) with an image model: COCO JSON, pictures."),
+    "export": ("sipvis.cli.export", "Export the network to ONNX, OpenVINO, TorchScript or TensorRT."),
 }
 
 

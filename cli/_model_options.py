@@ -42,6 +42,7 @@ def model_options(batch: bool = True, max_dets: bool = True) -> Callable:
     if max_dets:
         options.append(click.option("--max-dets", type=COUNT, default=None,
                                     help="Most detections per frame (default: the model's, 10)."))
+    options.append(runtime_option())
 
     def decorate(fn: Callable) -> Callable:
         for option in reversed(options):  # click lists options in decoration order, innermost last
@@ -49,6 +50,26 @@ def model_options(batch: bool = True, max_dets: bool = True) -> Callable:
         return fn
 
     return decorate
+
+
+RUNTIME_KEY = "sipvis.runtime"
+RUNTIME_HELP = ("Runtime of the network: torch, onnxruntime, openvino (CPU), tensorrt (CUDA), or auto (the "
+                "fastest installed: onnxruntime on CPU). Default: the weights file's own (torch for checkpoints; "
+                ".onnx/.xml/.ts/.engine files their runtime). A checkpoint is exported for another runtime once, "
+                "into the weights cache.")
+
+
+def _remember_runtime(ctx: click.Context, param, value: str | None) -> None:
+    """`--runtime` reaches `build_segmenter` through the context: the commands' signatures stay as they are."""
+    ctx.meta[RUNTIME_KEY] = value
+
+
+def runtime_option() -> Callable:
+    """`--runtime torch|onnxruntime|openvino|tensorrt|auto` (see `sipvis.runtime.choose`)."""
+    from sipvis.runtime.choose import RUNTIMES
+
+    return click.option("--runtime", type=click.Choice(RUNTIMES), default=None, expose_value=False,
+                        callback=_remember_runtime, help=RUNTIME_HELP)
 
 
 def build_segmenter(weights: str | None, device: str, precision: str, batch: int = 0,
@@ -68,9 +89,12 @@ def build_segmenter(weights: str | None, device: str, precision: str, batch: int
     from sipvis.weights import default_weights_name
 
     overrides = {k: v for k, v in (("score_thr", score_thr), ("max_per_img", max_dets)) if v is not None}
+    ctx = click.get_current_context(silent=True)
+    runtime = ctx.meta.get(RUNTIME_KEY) if ctx else None
     with DownloadBars(enabled=progress) as bars:  # drawn only if the weights must be downloaded
         segmenter = Segmenter.from_checkpoint(weights or default_weights_name(), device, precision, batch,
-                                              progress=bars, overrides=overrides)
+                                              progress=bars, overrides=overrides, runtime=runtime,
+                                              notice=lambda line: click.echo(line, err=True))
     return segmenter, class_indices(class_filter, segmenter.class_names)
 
 

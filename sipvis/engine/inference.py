@@ -100,7 +100,8 @@ class Segmenter:
     the host).
 
     Args:
-        model: the network (moved to `device`, eval mode).
+        model: the network (moved to `device`, eval mode): a `SipMaskVIS`, or a runtime of an exported file
+            (`sipvis.runtime`), which takes the same (B, 3, Hp, Wp) float32 images and returns `HeadOutputs`.
         device: where the network and post-processing run.
         dtype: compute precision of the network (post-processing is float32).
         batch_size: frames per forward pass; 0 picks the device's default (`default_batch_size`).
@@ -118,16 +119,21 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(cls, weights, device: str = "auto", precision: str = "auto", batch_size: int = 1,
-                        progress: DownloadProgress | None = None, overrides: dict | None = None) -> "Segmenter":
+                        progress: DownloadProgress | None = None, overrides: dict | None = None,
+                        runtime: str | None = None, notice=None) -> "Segmenter":
         """Any `--weights` value: registry name, URL, sipvis checkpoint or the original `.pth`, built by
-        `sipvis.checkpoint.build_model` with the config `overrides` (e.g. score_thr, max_per_img).
-        Device and precision are checked before the weights are fetched; `progress` is told how a
-        download goes (`sipvis.weights.DownloadProgress`)."""
-        from sipvis.checkpoint import build_model
+        `sipvis.checkpoint.build_model` with the config `overrides` (e.g. score_thr, max_per_img), or an
+        exported file (.onnx, .xml, .ts, .engine). Device and precision are checked before the weights are
+        fetched; `progress` is told how a download goes (`sipvis.weights.DownloadProgress`).
 
-        dev = resolve_device(device)
+        `runtime`: None runs the file in its own runtime (torch for checkpoints); "auto" or a runtime name
+        as `--runtime` (`sipvis.runtime.choose`); `notice` is told one line when that exports on the fly."""
+        from sipvis.runtime import load_model
+        from sipvis.runtime.choose import device_for
+
+        dev = device_for(weights, runtime, resolve_device(device), explicit=device != "auto")
         dtype = resolve_precision(precision, dev)
-        model, _ = build_model(weights, overrides=overrides, progress=progress)
+        model = load_model(weights, runtime, dev, dtype, overrides=overrides, progress=progress, notice=notice)
         return cls(model, dev, dtype, batch_size)
 
     @property

@@ -1,0 +1,75 @@
+"""`sipvis export --format onnx|openvino|torchscript|tensorrt -o PATH`: the network as a file another runtime
+runs, with the model's config and class names embedded, and a parity check against eager fp32."""
+
+from __future__ import annotations
+
+import click
+
+FORMAT_NAMES = ("onnx", "openvino", "torchscript", "tensorrt")
+
+
+@click.command("export")
+@click.option("--weights", default=None, help="Registry name, checkpoint path or URL (default: the registry's default).")
+@click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), required=True,
+              help="onnx (.onnx, ONNX Runtime), openvino (.xml + .bin), torchscript (.ts), tensorrt (.engine, "
+                   "CUDA GPU + the tensorrt package).")
+@click.option("-o", "--output", required=True, help="File to write (.onnx, .xml, .ts or .engine).")
+@click.option("--size", default=None, metavar="WxH",
+              help="Fixed padded input size, multiples of 32 (e.g. 640x384 for 640x360 frames); other sizes are "
+                   "then refused. Default: dynamic (any frame size).")
+@click.option("--dynamic", is_flag=True, help="Dynamic height and width (the default; exclusive with --size).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the written path.")
+def command(weights, fmt, output, size, dynamic, quiet) -> None:
+    """Export the network to ONNX, OpenVINO IR, TorchScript or a TensorRT engine, then check every head output
+    against eager PyTorch fp32 on a sample frame (exit 1 when one is outside the reference tolerance).
+
+    \b
+    Examples:
+      sipvis export --format onnx -o sipmask.onnx
+      sipvis export --weights demo --format openvino -o demo.xml --size 256x160
+      sipvis track input.mp4 --weights sipmask.onnx -o out.json
+    """
+    from pathlib import Path
+
+    from sipvis.cli._options import parse_size
+    from sipvis.errors import SipvisError
+
+    if size and dynamic:
+        raise click.UsageError("--size and --dynamic exclude each other")
+    fixed = None
+    if size:
+        width, height = parse_size(size, "--size")
+        fixed = (height, width)
+    rows = _export(weights, fmt, Path(output), fixed, quiet)
+    bad = [r for r in rows if not r.ok]
+    if bad:
+        raise SipvisError(f"parity check failed: {len(bad)} head output(s) outside the tolerance, worst "
+                          f"{bad[0].name} {bad[0].max_abs:.3g} > {bad[0].tolerance:.3g}; the file is not usable")
+
+
+def _export(weights, fmt: str, output, fixed, quiet: bool) -> list:
+    """Build the model, write the file, run the parity check; prints the table unless `quiet`."""
+    import torch
+
+    from sipvis.checkpoint import build_model
+    from sipvis.cli._progress import DownloadBars
+    from sipvis.runtime.choose import RUNTIME_FORMATS, open_exported
+    from sipvis.runtime.export import SUFFIXES, export_model, parity, sample_input
+    from sipvis.weights import default_weights_name
+
+    runtime = next(r for r, f in RUNTIME_FORMATS.items() if f == fmt)
+    if output.suffix.lower() != SUFFIXES[fmt]:
+        raise click.UsageError(f"--format {fmt} writes a {SUFFIXES[fmt]} file; got -o {output}")
+    with DownloadBars(enabled=not quiet) as bars:
+        model = build_model(weights or default_weights_name(), progress=bars)[0]
+    device = torch.device("cuda" if fmt == "tensorrt" else "cpu")
+    path = export_model(model, fmt, output, fixed)
+    rows = parity(model, open_exported(path, runtime, device), sample_input(model.cfg, fixed))
+    click.echo(str(path))
+    if not quiet:
+        size = "dynamic size" if fixed is None else f"fixed size {fixed[1]}x{fixed[0]}"
+        click.echo(f"{fmt}, {size}, {len(model.cfg.class_names)} classes; parity vs eager fp32 "
+                   f"(max |diff| <= 1e-3 (1 + max |eager|)):")
+        for r in rows:
+            click.echo(f"  {r.name:<14} {r.max_abs:10.3g}  tol {r.tolerance:8.3g}  {'ok' if r.ok else 'FAIL'}")
+    return rows
