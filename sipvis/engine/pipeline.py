@@ -107,8 +107,14 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
     delivered = [0]  # frames every sink has written (in the writer thread)
 
     def write(item: tuple[Frame, FrameInstances]) -> None:
-        for sink in sinks:
-            sink.write(*item)
+        error = None
+        for sink in sinks:  # a failing sink does not keep this frame from the others
+            try:
+                sink.write(*item)
+            except Exception as exc:  # noqa: BLE001 - raised below, after every sink had the frame
+                error = error or exc
+        if error is not None:
+            raise error
         delivered[0] += 1
 
     def submit_gaps(frames: list[Frame]) -> None:
