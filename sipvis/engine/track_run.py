@@ -9,7 +9,8 @@ Example::
     plan = track_inputs(expand_inputs(["clips/"]), ["results/"], ("video", "json"), segmenter)
 
 The caller shows progress and prints: `progress(source)` returns a context manager around one input's
-run that yields a callable `advance(frames)`; `on_done(source, stats, paths)` follows each input.
+run that yields a callable `advance(frames)`; `on_done(source, stats, paths)` follows each input (`paths`:
+kind -> that input's output paths).
 """
 
 from __future__ import annotations
