@@ -84,10 +84,10 @@ def run_all(specs, outputs, formats, segmenter, output_filter, frame_range, fps:
 
     def done(source, stats, paths) -> None:
         console.print(f"{source.name}: {stats.frames} frames at {stats.fps:.1f} fps -> "
-                      + ", ".join(str(p) for p in paths.values()), highlight=False)
+                      + ", ".join(str(p) for kind in paths.values() for p in kind), highlight=False)
 
     plan = track_inputs(specs, outputs, formats, segmenter, output_filter, frame_range, fps=fps, trails=trails,
                         open_window=open_window, progress=frames_bar(console, quiet), on_done=done,
                         tracker=tracker, mots_style=mots_style)
-    if plan.json_all is not None:
-        console.print(f"results: {plan.json_all}", highlight=False)
+    if plan.json_all:
+        console.print(f"results: {', '.join(str(p) for p in plan.json_all)}", highlight=False)

@@ -29,6 +29,9 @@ class FrameInstances:
             robust tracker): the latest entry of a track is the class the YouTube-VIS JSON gives it.
             Empty for the original tracker (the JSON takes the track's most frequent label). Plain
             data, like `score_corrections`.
+        missing: True for a frame that could not be read (`FrameSource.frames(keep_gaps=True)`): it has
+            no instances and keeps its position in the outputs — `null` in the YouTube-VIS JSON, no MOTS
+            line, no PNG, no video frame (the previous one stays on screen).
     """
 
     index: int
@@ -43,12 +46,14 @@ class FrameInstances:
     extra: dict = field(default_factory=dict)
     score_corrections: dict[tuple[int, int], float] = field(default_factory=dict)
     track_classes: dict[int, int] = field(default_factory=dict)
+    missing: bool = False
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
     @classmethod
-    def empty(cls, index: int, height: int, width: int, timestamp: float | None = None) -> "FrameInstances":
+    def empty(cls, index: int, height: int, width: int, timestamp: float | None = None,
+              missing: bool = False) -> "FrameInstances":
         return cls(
             index=index,
             height=height,
@@ -59,4 +64,5 @@ class FrameInstances:
             track_ids=np.zeros((0,), np.int64),
             masks=np.zeros((0, height, width), bool),
             timestamp=timestamp,
+            missing=missing,
         )

@@ -116,8 +116,12 @@ def test_mots_resolves_overlaps_and_is_flushed_every_frame(tmp_path) -> None:
     # track 5 lies entirely under the higher-scoring track 6: it gets no line
     sink.write(None, instances(0, [(0, 0, 30, 30), (10, 10, 20, 20), (0, 0, 40, 40)], [4, 5, 6], [0.5, 0.3, 0.9], h=50, w=50))
     sink.write(None, instances(1, [(0, 0, 30, 30), (20, 20, 40, 40)], [4, 6], [0.9, 0.5], [2, 0], h=50, w=50))
-    rows = parse_mots(path)  # read while the sink is still open, as after a crash
+    # read while the sink is still open, as after a crash: the lines are in the run's temporary file
+    partial = list(tmp_path.glob(".out.txt.*.partial"))
+    assert not path.exists() and len(partial) == 1
+    rows = parse_mots(partial[0])
     sink.close()
+    assert path.read_text() and not partial[0].exists()
     assert [(r[0], r[1], r[2]) for r in rows] == [(0, 6, 1), (1, 4, 3), (1, 6, 1)]
     assert rows[0][3].sum() == 1600
     union = rows[1][3] | rows[2][3]

@@ -67,6 +67,6 @@ def test_track_inputs_runs_from_python_with_progress_and_done_callbacks(tmp_path
     plan = track_inputs([str(require(REFERENCE / "clip_a" / "frames"))], [str(tmp_path / "out.json")], (), segmenter,
                         frame_range=FrameRange(max_frames=3), progress=progress,
                         on_done=lambda source, stats, paths: done.append((stats.frames, paths)))
-    assert plan.per_input == [{"json": tmp_path / "out.json"}]
-    assert sum(advanced) == 3 and done == [(3, {"json": tmp_path / "out.json"})]
+    assert plan.per_input == [{"json": [tmp_path / "out.json"]}]
+    assert sum(advanced) == 3 and done == [(3, {"json": [tmp_path / "out.json"]})]
     assert all(len(e["segmentations"]) == 3 for e in json.loads((tmp_path / "out.json").read_text()))

@@ -3,7 +3,12 @@ post-processing on the device, the tracker in order, and every output (`sipvis.i
 written by a writer thread.
 
 Queues between the stages are bounded, so memory does not grow with the length of the video. Sinks
-are closed whatever happens (error, Ctrl-C), so partial outputs are valid files.
+are closed whatever happens (error, Ctrl-C), so partial outputs are valid files; the first error decides
+how the run ends, later ones are warnings (`sinks.close_all`). A run that fails before any frame reached
+the outputs aborts them instead (`sinks.abort_all`): no empty output replaces an existing file.
+
+A frame the source cannot read (an unreadable image in a folder) keeps its position: it skips the model
+and the tracker and reaches the sinks as `FrameInstances.missing` (a `null` in the JSON, a gap elsewhere).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import numpy as np
 
 from sipvis.engine.inference import Segmenter
 from sipvis.io.background import BackgroundWorker, threaded_iter
-from sipvis.io.sinks import Sink, StopRequested, close_all
+from sipvis.engine.stop import shielded
+from sipvis.io.sinks import Sink, StopRequested, abort_all, close_all
 from sipvis.io.source import Frame, FrameSource
 from sipvis.results import FrameInstances
 from sipvis.track import OriginalTracker, Tracker
@@ -91,14 +97,33 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
     tracker = tracker or OriginalTracker()
     output_filter = output_filter or OutputFilter()
     corrections = ScoreCorrections(tracker)
+    gaps = _Gaps()
 
     def decode_and_prepare():
-        for frame in source:
-            yield segmenter.prepare(frame.image, frame.index, frame.timestamp, source=frame)
+        for frame in source.frames(keep_gaps=True):
+            if gaps.hold(frame):
+                yield segmenter.prepare(frame.image, frame.index, frame.timestamp, source=frame)
+        gaps.end()
+
+    delivered = [0]  # frames every sink has written (in the writer thread)
 
     def write(item: tuple[Frame, FrameInstances]) -> None:
-        for sink in sinks:
-            sink.write(*item)
+        error = None
+        for sink in sinks:  # a failing sink does not keep this frame from the others
+            try:
+                sink.write(*item)
+            except Exception as exc:  # noqa: BLE001 - raised below, after every sink had the frame
+                error = error or exc
+        if error is not None:
+            raise error
+        delivered[0] += 1
+
+    def submit_gaps(frames: list[Frame]) -> None:
+        for gap in frames:
+            writer.submit((gap, FrameInstances.empty(gap.index, source.height, source.width, gap.timestamp,
+                                                     missing=True)))
+            if progress is not None:
+                progress(1)
 
     stats = RunStats()
     start = time.perf_counter()
@@ -107,18 +132,68 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
         prepared = threaded_iter(decode_and_prepare, maxsize=max(queue_size, 2 * segmenter.batch_size),
                                  name=f"sipvis-reader:{source.name}")
         for frame, instances in segmenter.track_prepared(prepared, tracker):
+            submit_gaps(gaps.before(frame.index))
             writer.submit((frame.source, output_filter(corrections(instances))))
             stats.frames += 1
             if progress is not None:
                 progress(1)
+        submit_gaps(gaps.before(None))
     except StopRequested:
         pass
-    finally:
+    except BaseException as exc:
+        _finish(writer, sinks, stats, start, delivered, failure=exc)
+        raise
+    _finish(writer, sinks, stats, start, delivered)
+    return stats
+
+
+class _Gaps:
+    """The unreadable frames (`image` None) met by the reader thread, held until the main thread has
+    delivered the readable frame after them, so every frame reaches the sinks in source order."""
+
+    def __init__(self) -> None:
+        self._pending: list[Frame] = []
+        self._by_next: dict[int | None, list[Frame]] = {}  # index of the frame after them (None: the end)
+
+    def hold(self, frame: Frame) -> bool:
+        """In the reader thread: keep `frame` if it is a gap (False), else file the gaps before it (True)."""
+        if frame.image is None:
+            self._pending.append(frame)
+            return False
+        if self._pending:
+            self._by_next[frame.index], self._pending = self._pending, []
+        return True
+
+    def end(self) -> None:
+        """In the reader thread, after the last frame: the gaps at the end follow it."""
+        if self._pending:
+            self._by_next[None], self._pending = self._pending, []
+
+    def before(self, index: int | None) -> list[Frame]:
+        """In the main thread: the gaps just before frame `index` (None: those at the end)."""
+        return self._by_next.pop(index, [])
+
+
+def _finish(writer: BackgroundWorker, sinks: Sequence[Sink], stats: RunStats, start: float, delivered: list[int],
+            failure: BaseException | None = None) -> None:
+    """Write what was processed (everything, even on Ctrl-C) and close every sink; but when the run failed
+    before any frame reached every sink (`delivered[0]`, counted by the writer), abort them. The first error decides: `failure`
+    (re-raised by the caller) or the first error here, raised; the others are warnings."""
+    error = failure
+    # a stop signal arriving now must not cut the writer's join short (sinks closed while it still writes)
+    with shielded():
         try:
-            writer.finish()  # everything processed so far reaches the outputs, even on Ctrl-C
+            writer.finish()
         except StopRequested:
             pass
-        finally:
-            close_all(sinks)
+        except BaseException as exc:  # noqa: BLE001 - a sink's write error: every sink is still closed
+            error = error or exc
         stats.seconds = time.perf_counter() - start
-    return stats
+        if error is None:
+            close_all(sinks)
+        elif delivered[0] == 0:
+            abort_all(sinks, error)
+        else:
+            close_all(sinks, error)
+    if error is not None and failure is None:
+        raise error

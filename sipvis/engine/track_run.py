@@ -9,7 +9,8 @@ Example::
     plan = track_inputs(expand_inputs(["clips/"]), ["results/"], ("video", "json"), segmenter)
 
 The caller shows progress and prints: `progress(source)` returns a context manager around one input's
-run that yields a callable `advance(frames)`; `on_done(source, stats, paths)` follows each input.
+run that yields a callable `advance(frames)`; `on_done(source, stats, paths)` follows each input (`paths`:
+kind -> that input's output paths).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sipvis.engine.pipeline import OutputFilter, RunStats, track_source
 from sipvis.errors import SipvisError
 from sipvis.io.formats import MOTS_STYLES, InstancePngSink, MotsTxtSink
 from sipvis.io.inputs import open_source
-from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink, close_all
+from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink, abort_all
 from sipvis.io.source import FrameRange, FrameSource
 from sipvis.io.video_writer import CONTAINERS
 from sipvis.track import new_tracker
@@ -43,38 +44,88 @@ OpenWindow = Callable[[FrameSource], object]  # a window: show(image), poll() ->
 
 @dataclass
 class OutputPlan:
-    """Where each input's outputs go. `json_all` is one results file shared by every input."""
+    """Where each input's outputs go: `per_input[i][kind]` lists input i's outputs of that kind, in the
+    order given (`-o a.mp4 -o b.mp4`: two videos). `json_all` lists the results files shared by every input."""
 
-    per_input: list[dict[str, Path]] = field(default_factory=list)
-    json_all: Path | None = None
+    per_input: list[dict[str, list[Path]]] = field(default_factory=list)
+    json_all: list[Path] = field(default_factory=list)
+
+    def outputs(self) -> list[tuple[str, Path]]:
+        """Every output as (kind, path), in order."""
+        per_input = [(kind, p) for slot in self.per_input for kind, paths in slot.items() for p in paths]
+        return per_input + [("json", p) for p in self.json_all]
 
 
-def plan_outputs(names: list[str], outputs: Sequence[str], formats: Sequence[str]) -> OutputPlan:
+def plan_outputs(names: list[str], outputs: Sequence[str], formats: Sequence[str],
+                 inputs: Sequence[Path] = ()) -> OutputPlan:
     """Decide the output paths. A file `-o` (by extension) is one output; any other `-o` is a folder that
     receives `<name>.mp4`, `<name>.json`, `<name>_png/`, `<name>.txt` for the formats asked (default:
-    video and json). Several inputs share one .json file (video ids in input order)."""
+    video and json). Several inputs share one .json file (video ids in input order). Every `-o` is
+    written, several of one kind included.
+
+    Raises:
+        SipvisError: an unknown output type, a file `-o` for several inputs (other than .json), a kind
+            --format does not ask for, two outputs at one path, a file output at an existing folder, or an
+            output that is one of the `inputs` (the local files read, `FrameSource.input_files`) or a
+            link to one.
+    """
     plan = OutputPlan(per_input=[{} for _ in names])
     for out in outputs:
         path = Path(out)
         suffix = path.suffix.lower()
         kind = FILE_KINDS.get(suffix)
         if kind == "json" and len(names) > 1:
-            plan.json_all = path
+            plan.json_all.append(path)
         elif kind is not None:
             if len(names) > 1:
                 raise SipvisError(f"-o {out}: with {len(names)} inputs, give a folder (one output per input) "
                                   "or a .json file (all videos in one results file)")
             if formats and kind not in formats:
                 raise SipvisError(f"-o {out} is a {kind} file but --format asks for {','.join(formats)}")
-            plan.per_input[0][kind] = path
+            plan.per_input[0].setdefault(kind, []).append(path)
         elif suffix and not out.endswith(("/", "\\")) and not path.is_dir():
             raise SipvisError(f"-o {out}: unknown output type {suffix!r}; use .mp4/.mkv/.mov/.avi (video), "
                               ".json (YouTube-VIS results), .txt (MOTS), or a folder")
         else:
             for slot, name in zip(plan.per_input, unique_names(names)):
                 for kind in formats or ("video", "json"):
-                    slot[kind] = path / FOLDER_NAMES[kind].format(name)
+                    slot.setdefault(kind, []).append(path / FOLDER_NAMES[kind].format(name))
+    check_outputs(plan.outputs(), inputs)
     return plan
+
+
+def check_outputs(outputs: Sequence[tuple[str, Path]], inputs: Sequence[Path]) -> None:
+    """Refuse outputs that would destroy data or each other: an output file that is an input file (the same
+    path, a symbolic or a hard link: the same file on disk), a PNG folder that holds input files, two
+    outputs at one path, and a file output where a folder is. `outputs`: (kind, path) as in `OutputPlan`.
+
+    Raises:
+        SipvisError: one line naming the output (and the input it would overwrite).
+    """
+    files = {_file_id(f): f for f in inputs}
+    folders = {_file_id(f.parent): f for f in inputs}
+    seen: set[Path] = set()
+    for kind, path in outputs:
+        ident = _file_id(path)
+        if ident is not None and ident in (folders if kind == "png" else files):
+            if kind == "png":
+                raise SipvisError(f"output folder {path} holds the input {folders[ident]}; choose another output path")
+            raise SipvisError(f"output {path} is the input {files[ident]}; choose another output path")
+        if kind != "png" and path.is_dir():
+            raise SipvisError(f"cannot write {path}: it is a folder")
+        key = path.resolve()
+        if key in seen:
+            raise SipvisError(f"output {path} is given twice; give each output once")
+        seen.add(key)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing path (what links to one file share), else None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -112,12 +163,12 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
         for spec in specs:
             sources.append(open_source(spec, frame_range.stride, frame_range.start, frame_range.end,
                                        frame_range.max_frames, fps=fps, threaded=False))
-        plan = plan_outputs([s.name for s in sources], outputs, formats)
-        shared_json = ResultsJson(plan.json_all) if plan.json_all else None
+        plan = plan_outputs([s.name for s in sources], outputs, formats,
+                            [f for s in sources for f in s.input_files()])
+        shared_json = [ResultsJson(path) for path in plan.json_all]
         for video_id, (source, paths) in enumerate(zip(sources, plan.per_input), start=1):
             sinks = _open_sinks(source, paths, segmenter.class_names, trails, open_window,
-                                shared_json.video(video_id) if shared_json is not None else None,
-                                MOTS_STYLES[mots_style])
+                                [target.video(video_id) for target in shared_json], MOTS_STYLES[mots_style])
             with progress(source) as advance:
                 stats = track_source(source, segmenter, sinks, new_tracker(tracker), output_filter, progress=advance)
             if on_done is not None:
@@ -128,28 +179,26 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
             source.close()
 
 
-def _open_sinks(source: FrameSource, paths: dict[str, Path], class_names, trails: bool,
-                open_window: OpenWindow | None, shared: Sink | None, mots_first_frame: int = 0) -> list[Sink]:
-    """The sinks of one input, in writing order; those opened are closed again if one fails to open."""
-    openers: list[Callable[[], Sink]] = []
-    if shared is not None:
-        openers.append(lambda: shared)
-    if "json" in paths:
-        openers.append(lambda: ResultsJson(paths["json"]).video(1))
-    if "video" in paths:
-        openers.append(lambda: AnnotatedVideoSink(paths["video"], source, class_names, trails))
-    if "png" in paths:
-        openers.append(lambda: InstancePngSink(paths["png"]))
-    if "mots" in paths:
-        openers.append(lambda: MotsTxtSink(paths["mots"], mots_first_frame))
+def _open_sinks(source: FrameSource, paths: dict[str, list[Path]], class_names, trails: bool,
+                open_window: OpenWindow | None, shared: list[Sink], mots_first_frame: int = 0) -> list[Sink]:
+    """The sinks of one input, in writing order. If one fails to open, those opened are aborted (nothing is
+    written over an existing file) and the error is raised."""
+    openers: list[Callable[[], Sink]] = [lambda sink=sink: sink for sink in shared]
+    for path in paths.get("json", []):
+        openers.append(lambda path=path: ResultsJson(path).video(1))
+    for path in paths.get("video", []):
+        openers.append(lambda path=path: AnnotatedVideoSink(path, source, class_names, trails))
+    for path in paths.get("png", []):
+        openers.append(lambda path=path: InstancePngSink(path))
+    for path in paths.get("mots", []):
+        openers.append(lambda path=path: MotsTxtSink(path, mots_first_frame))
     if open_window is not None:
         openers.append(lambda: WindowSink(lambda: open_window(source), class_names, trails))
     sinks: list[Sink] = []
     try:
         for open_sink in openers:
             sinks.append(open_sink())
-    except BaseException:
-        with contextlib.suppress(Exception):  # the error that stopped the opening is the one to report
-            close_all(sinks)
+    except BaseException as exc:
+        abort_all(sinks, exc)
         raise
     return sinks

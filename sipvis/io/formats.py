@@ -23,14 +23,22 @@ of a frame are sorted by track id; frames appear in the order written. MOTS mask
 must not overlap, so overlapping pixels go to the higher-scoring instance (as in
 the video and the PNGs), and an instance left with no pixel gets no line.
 
-Both formats resolve overlaps the same way (`render.owner_map`). Interrupted runs
-leave valid files: each PNG is written under a temporary name and renamed
-(`files.write_bytes_atomic`), and the MOTS file is flushed after every frame.
+Both formats resolve overlaps the same way (`render.owner_map`). Both are written
+beside their output under a temporary name unique to the run (PNGs into a hidden
+`.NAME.XXXXXXXX.partial` folder, MOTS text into `.NAME.XXXXXXXX.partial`) and moved
+into place by `close()`, which also runs after Ctrl-C or another output's error,
+so an interrupted run keeps every finished frame. After the sink's own write error
+(a full disk), or `abort()`, the temporary output is removed and what was at the
+output path before stays as it was. A frame that could not be read
+(`instances.missing`) gets no PNG and no line; later frames keep their index.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -40,7 +48,7 @@ from pycocotools import mask as mask_utils
 from sipvis.errors import SipvisError
 from sipvis.io.background import media_warning
 from sipvis.io.colors import track_colors
-from sipvis.io.files import ensure_folder, reason, write_bytes_atomic
+from sipvis.io.files import ensure_folder, publish, reason, temp_file_beside, write_bytes_atomic
 from sipvis.io.render import owner_map
 from sipvis.io.source import Frame
 from sipvis.results import FrameInstances
@@ -98,13 +106,23 @@ class InstancePngSink:
         self._palette = _palette_rgb()
         self._wide = False  # switched to 16-bit greyscale after an id > 255
         self.frames_written = 0
-        ensure_folder(self.folder)
+        self._failed = False
+        ensure_folder(self.folder.parent)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SipvisError(f"cannot write into {self.folder}: it is a file, not a folder")
+        try:  # the frames wait here until `close`: a failed run leaves the folder as it was
+            self._staging = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", suffix=".partial",
+                                                  dir=self.folder.parent))
+        except OSError as exc:
+            raise SipvisError(f"cannot create folder {self.folder}: {reason(exc)}") from None
 
     def path_for(self, index: int) -> Path:
         return self.folder / f"{index:0{self.digits}d}.png"
 
     def write(self, frame: Frame | None, instances: FrameInstances) -> None:
         """Write the PNG of `instances` (`frame`, the image, is not needed: None is fine)."""
+        if instances.missing:  # a gap: no file, later frames keep their index
+            return
         ids = id_map(instances)
         if not self._wide and ids.max(initial=0) > 255:
             if ids.max() > 65535:
@@ -117,11 +135,29 @@ class InstancePngSink:
             data = encode_png(ids.astype(np.uint16))
         else:
             data = encode_png(ids.astype(np.uint8), self._palette)
-        write_bytes_atomic(self.path_for(instances.index), data)  # a reader never sees half a PNG
+        try:
+            write_bytes_atomic(self._staging / self.path_for(instances.index).name, data)
+        except SipvisError as exc:
+            self._failed = True
+            raise SipvisError(str(exc).replace(str(self._staging), str(self.folder))) from None
         self.frames_written += 1
 
     def close(self) -> None:
-        """Nothing is held open between frames; present for the common sink interface."""
+        """Move the PNGs written into the output folder (created if missing); after a write error, `abort`."""
+        if self._failed or not self._staging.exists():
+            self.abort()
+            return
+        ensure_folder(self.folder)
+        try:
+            for png in sorted(self._staging.iterdir()):
+                os.replace(png, self.folder / png.name)  # same filesystem: a rename, no space needed
+            self._staging.rmdir()
+        except OSError as exc:
+            raise SipvisError(f"cannot write into {self.folder}: {reason(exc)}; frames left in {self._staging}") from None
+
+    def abort(self) -> None:
+        """Drop the PNGs written; the output folder stays as it was."""
+        shutil.rmtree(self._staging, ignore_errors=True)
 
     def __enter__(self) -> "InstancePngSink":
         return self
@@ -160,11 +196,15 @@ class MotsTxtSink:
         self.path = Path(path)
         self.first_frame = first_frame
         ensure_folder(self.path.parent)
-        try:
-            self._file = open(self.path, "w", encoding="ascii", newline="\n")
+        if self.path.is_dir():
+            raise SipvisError(f"cannot write {self.path}: it is a folder")
+        try:  # written beside the output and renamed by `close`: a failed run leaves the path as it was
+            fd, self._tmp = temp_file_beside(self.path)
+            self._file = os.fdopen(fd, "w", encoding="ascii", newline="\n")
         except OSError as exc:
             raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None
         self.frames_written = 0
+        self._failed = False
 
     def write(self, frame: Frame | None, instances: FrameInstances) -> None:
         """Append the lines of `instances` (`frame`, the image, is not needed: None is fine)."""
@@ -174,12 +214,31 @@ class MotsTxtSink:
                 self._file.write("\n".join(lines) + "\n")
             self._file.flush()  # an interrupted run keeps every finished frame
         except OSError as exc:
+            self._failed = True
             raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None
         self.frames_written += 1
 
     def close(self) -> None:
-        if not self._file.closed:
+        """Finish the file and move it into place; after a write error, `abort`."""
+        if self._file.closed:
+            return
+        if self._failed:
+            self.abort()
+            return
+        try:
             self._file.close()
+            publish(self._tmp, self.path)
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None
+
+    def abort(self) -> None:
+        """Drop what was written; a file already at the output path stays as it was."""
+        try:
+            self._file.close()
+        except OSError:
+            pass  # a full disk refusing the last buffered lines: they are dropped anyway
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "MotsTxtSink":
         return self

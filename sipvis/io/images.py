@@ -95,11 +95,14 @@ class ImageSequenceSource(FrameSource):
         for index in range(first, len(self.files)):
             yield RawFrame(index, None, index, self.time_base, lambda i=index: self._load(i))
 
+    def input_files(self) -> list[Path]:
+        return list(self.files)
+
     def _load(self, index: int) -> np.ndarray | None:
         path = self.files[index]
         image = read_image(path)
         if image is None:
-            media_warning(f"{path}: not a readable image; skipped")
+            media_warning(f"{path}: not a readable image; frame {index} skipped")
             return None
         if image.shape[:2] != (self.height, self.width):
             raise SipvisError(

@@ -3,7 +3,12 @@
 A sink has `write(frame, instances)` (called once per processed frame, in frame order; by `track` in
 the writer thread) and `close()` (called once, also after an error or Ctrl-C, so what was processed is
 saved as a valid file). `frame` is the image the frame's outputs are drawn from: the source frame in
-`track`, the annotated view in `live`. Sinks that only need the instances ignore it.
+`track`, the annotated view in `live`. Sinks that only need the instances ignore it. A frame that
+could not be read arrives as `instances.missing` (and `frame.image` None): it keeps its position.
+
+The sinks that write files also have `abort()`, called instead of `close()` when a run fails before
+any frame reached them (e.g. another output could not be opened): nothing is published and a file
+already at the output path stays as it was (`abort_all`).
 
 The sinks: `AnnotatedVideoSink` (draw + encode), `VideoJsonSink` (YouTube-VIS results, via
 `ResultsJson`), `InstancePngSink` and `MotsTxtSink` (`sipvis.io.formats`), `WindowSink` (show in a
@@ -13,7 +18,6 @@ window), and for live runs `Recorder` (record the annotated view, started and st
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from fractions import Fraction
@@ -24,6 +28,8 @@ import cv2
 import numpy as np
 
 from sipvis.errors import SipvisError
+from sipvis.io.background import media_warning
+from sipvis.io.files import write_bytes_atomic, write_json_atomic
 from sipvis.io.render import Renderer
 from sipvis.io.source import Frame, FrameSource
 from sipvis.io.video_writer import VideoWriter
@@ -43,16 +49,43 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def close_all(sinks: Iterable[Sink]) -> None:
-    """Close every sink, even when one fails (a full disk under the JSON must not lose the video);
-    then raise the first error."""
-    errors: list[BaseException] = []
+def close_all(sinks: Iterable[Sink], failure: BaseException | None = None) -> None:
+    """Close every sink, even when one fails (a full disk under the JSON must not lose the video).
+
+    The first error decides: `failure` (what already ended the run, which the caller re-raises) or else
+    the first error of a close, raised here. Every other distinct error is reported as a `MediaWarning`,
+    so none is lost."""
+    errors = [] if failure is None else [failure]
     for sink in sinks:
         try:
             sink.close()
         except Exception as exc:  # noqa: BLE001 - every sink gets its close; the first error is re-raised
             errors.append(exc)
-    if errors:
+    _report(errors, raise_first=failure is None)
+
+
+def abort_all(sinks: Iterable[Sink], failure: BaseException | None = None) -> None:
+    """Drop the outputs of a run that failed before any frame reached them: `abort()` each sink (`close()`
+    for a sink without one), so no empty output replaces a file already at its path. Errors as `close_all`."""
+    errors = [] if failure is None else [failure]
+    for sink in sinks:
+        try:
+            getattr(sink, "abort", sink.close)()
+        except Exception as exc:  # noqa: BLE001 - every sink is dropped; the first error is re-raised
+            errors.append(exc)
+    _report(errors, raise_first=failure is None)
+
+
+def _report(errors: list[BaseException], raise_first: bool) -> None:
+    """Raise `errors[0]` (if `raise_first`), and warn about every later error with another message."""
+    seen: set[str] = set()
+    for k, exc in enumerate(errors):
+        if str(exc) in seen:  # a writer repeats its own failure when it is closed
+            continue
+        seen.add(str(exc))
+        if k:
+            media_warning(str(exc))
+    if errors and raise_first:
         raise errors[0]
 
 
@@ -72,10 +105,15 @@ class AnnotatedVideoSink:
         self.renderer = Renderer(class_names, alpha=0.5, trails=trails)
 
     def write(self, frame: Frame, instances: FrameInstances) -> None:
+        if instances.missing:  # no picture: the previous frame stays on screen until the next one
+            return
         self.writer.write(self.renderer.draw(frame.image, instances), frame.pts)
 
     def close(self) -> None:
         self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
 
 
 class WindowSink:
@@ -93,6 +131,8 @@ class WindowSink:
         self.renderer = Renderer(class_names, alpha=0.5, trails=trails)
 
     def write(self, frame: Frame, instances: FrameInstances) -> None:
+        if instances.missing:
+            return
         if self.window is None:
             self.window = self.open_window()
         self.window.show(self.renderer.draw(frame.image, instances))
@@ -153,6 +193,9 @@ class VideoJsonSink:
             overrides = {(self._positions[index], track_id): score
                          for (index, track_id), score in self._corrections.items() if index in self._positions}
         self.target.add(self.builder.results(overrides, self._classes))
+
+    def abort(self) -> None:
+        """Add nothing: the results file is not rewritten for this video."""
 
 
 class Recorder:
@@ -288,12 +331,14 @@ def write_snapshot(folder: str | Path, image: np.ndarray, instances: FrameInstan
     folder = Path(folder)
     stem = folder / f"sipvis_snapshot_{datetime.now():%Y%m%d-%H%M%S}_{instances.index:06d}"
     png, js = stem.with_suffix(".png"), stem.with_suffix(".json")
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise SipvisError(f"cannot write snapshot {png}: OpenCV could not encode the PNG")
+    # each file whole or not at all (errors name the file), and never a PNG without its JSON
+    write_bytes_atomic(png, data.tobytes())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(png), image):
-            raise OSError("OpenCV could not write the PNG")
-        js.write_text(json.dumps(snapshot_dict(instances, class_names, source), indent=1))
-    except OSError as exc:
-        raise SipvisError(f"cannot write snapshot {png}: {getattr(exc, 'strerror', None) or exc}") from None
+        write_json_atomic(js, snapshot_dict(instances, class_names, source), indent=1)
+    except BaseException:
+        png.unlink(missing_ok=True)
+        raise
     return png, js
-

@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +32,8 @@ class Frame:
     Attributes:
         index: 0-based index of the frame in the source (before `vid_stride`; after a seek
             it is derived from the timestamp and the average frame rate).
-        image: (H, W, 3) uint8 BGR, contiguous, already rotated to its display orientation.
+        image: (H, W, 3) uint8 BGR, contiguous, already rotated to its display orientation; None for a
+            frame that could not be read, only from `FrameSource.frames(keep_gaps=True)`.
         timestamp: presentation time in seconds from the start of the stream; None for
             image sequences and for sources that carry no timestamps.
         pts: presentation timestamp in `time_base` units as stored in the source (not shifted
@@ -39,7 +42,7 @@ class Frame:
     """
 
     index: int
-    image: np.ndarray
+    image: np.ndarray | None
     timestamp: float | None = None
     pts: int | None = None
     time_base: Fraction | None = None
@@ -136,7 +139,7 @@ class FrameSource:
         n = max(0, -(-(last - first) // w.stride))
         return n if w.max_frames is None else min(n, w.max_frames)
 
-    def _in_range(self) -> Iterator[Frame]:
+    def _in_range(self, keep_gaps: bool = False) -> Iterator[Frame]:
         w = self.frame_range
         eps = RANGE_TOLERANCE / float(self.fps)
         seen = yielded = 0
@@ -148,7 +151,7 @@ class FrameSource:
                 return
             if seen % w.stride == 0:
                 image = frame.load()
-                if image is None:  # unreadable (the reader warned); the next frame takes its turn
+                if image is None and not keep_gaps:  # unreadable (the reader warned); the next frame takes its turn
                     continue
                 yield Frame(frame.index, image, frame.timestamp, frame.pts, frame.time_base)
                 yielded += 1
@@ -156,10 +159,26 @@ class FrameSource:
                     return
             seen += 1
 
-    def __iter__(self) -> Iterator[Frame]:
+    def frames(self, keep_gaps: bool = False) -> Iterator[Frame]:
+        """The frames in range, in order (what iterating the source gives).
+
+        `keep_gaps`: a frame the reader found but could not read (an unreadable image; the reader has
+        warned, naming the file) is yielded at its position with `image` None, so outputs that keep frame
+        positions (the YouTube-VIS JSON) can leave it empty; it counts towards `max_frames`. Without it,
+        such a frame is left out and the next frame takes its turn.
+        """
+        produce = partial(self._in_range, keep_gaps)
         if not self.threaded:
-            return self._in_range()
-        return threaded_iter(self._in_range, maxsize=self.queue_size, name=f"sipvis-reader:{self.name}")
+            return produce()
+        return threaded_iter(produce, maxsize=self.queue_size, name=f"sipvis-reader:{self.name}")
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self.frames()
+
+    def input_files(self) -> list[Path]:
+        """The local files this source reads (none for streams and cameras): outputs must not overwrite them."""
+        path = Path(self.spec)
+        return [path] if not self.is_live and path.is_file() else []
 
     def close(self) -> None:
         """Release what the source holds open between iterations (nothing by default)."""

@@ -10,7 +10,7 @@ when the output container can hold its codec, else transcoded to AAC.
 The file is written under a temporary name beside the output, unique to the run
 (`.NAME.XXXXXXXX.partial.EXT`, see `files.temp_file_beside`), and renamed when `close()` finishes, so the output path only ever holds a complete
 file; `close()` runs on leaving a `with` block, also on an exception or Ctrl-C, and
-then keeps every frame written so far.
+then keeps every frame written so far; `abort()` drops the file instead.
 """
 
 from __future__ import annotations
@@ -99,14 +99,14 @@ class VideoWriter:
         try:
             self._container = av.open(str(self._tmp), "w", format=self._format, options=options)
         except (av.error.FFmpegError, OSError) as exc:
-            self._tmp.unlink(missing_ok=True)
+            _discard(self._tmp)
             raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None
         try:
             self._video = self._add_video_stream(crf, preset)
             self._audio = _AudioCopy(self._container, audio_from, self._copyable) if audio_from else None
         except BaseException:
             self._container.close()
-            self._tmp.unlink(missing_ok=True)
+            _discard(self._tmp)
             raise
         self._worker = BackgroundWorker(self._encode, queue_size, f"sipvis-writer:{self.path.name}") if threaded else None
 
@@ -219,7 +219,9 @@ class VideoWriter:
     def close(self) -> None:
         """Encode what is queued, flush, add the rest of the audio, finish the file and move it into place.
 
-        Safe to call twice. Without any frame written no file is created (a warning says so).
+        Safe to call twice. Without any frame written no file is created (a warning says so). After an
+        error the temporary file is removed and a file already at `path` stays as it was; if only the final
+        rename fails, the finished video is kept under its temporary name (the error says where).
         """
         if self._closed:
             return
@@ -235,22 +237,43 @@ class VideoWriter:
                 self._guarded(self._flush)
             except BaseException as exc:
                 error = error or exc
-        finished = False
-        try:
-            self._container.close()  # writes the trailer (and, with faststart, moves the index to the front)
-            finished = True
-        except (av.error.FFmpegError, OSError) as exc:
-            error = error or SipvisError(f"cannot write {self.path}: {reason(exc)}")
-        if self._audio is not None:
-            self._audio.close()
-        if self.frames_written and finished and error is None:
-            publish(self._tmp, self.path)
+        error = error or self._close_container()
+        if self.frames_written and error is None:
+            try:
+                publish(self._tmp, self.path)
+            except OSError as exc:
+                error = SipvisError(f"cannot write {self.path}: {reason(exc)}; the video is kept as {self._tmp}")
         else:
-            self._tmp.unlink(missing_ok=True)
+            _discard(self._tmp)
             if error is None:
                 media_warning(f"no frame was written; {self.path} not created")
         if error is not None:
             raise error
+
+    def abort(self) -> None:
+        """Stop without creating the output: the frames written are dropped, a file already at `path` stays."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._worker is not None:
+            try:
+                self._worker.finish()
+            except Exception:  # noqa: BLE001 - the file is dropped anyway
+                pass
+        self._close_container()
+        _discard(self._tmp)
+
+    def _close_container(self) -> SipvisError | None:
+        """Close the container (writes the trailer and, with faststart, moves the index to the front) and
+        the audio input; returns the error that stopped the trailer, if any."""
+        error = None
+        try:
+            self._container.close()
+        except (av.error.FFmpegError, OSError) as exc:
+            error = SipvisError(f"cannot write {self.path}: {reason(exc)}")
+        if self._audio is not None:
+            self._audio.close()
+        return error
 
     def _flush(self) -> None:
         for packet in self._video.encode(None):
@@ -269,6 +292,14 @@ class VideoWriter:
             self.close()  # keep what was written before the exception
         except Exception:  # noqa: BLE001 - the exception in flight is the one to report
             pass
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary file; one that cannot be removed (a folder turned read-only) keeps its telling name."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _encoder_opens(name: str, size: tuple[int, int], time_base: Fraction, options: dict[str, str]) -> bool:
