@@ -67,6 +67,11 @@ def command(camera, source, width, height, fps, realtime, weights, device, preci
         check_display()  # before loading a model: fail in a second, not after it
     opened = open_input(camera, source, width, height, fps)
     try:
+        from sipvis.engine.track_run import check_outputs
+
+        # a recording or JSON onto the file being played would replace it when the run ends
+        check_outputs([(kind, Path(p)) for kind, p in (("video", output), ("json", json_path)) if p],
+                      opened[0].input_files())
         segmenter, keep = build_segmenter(weights, device, precision, 1, score_thr, max_dets, class_filter)
         tracker = resolve_tracker(tracker, segmenter)
     except BaseException:

@@ -375,3 +375,15 @@ def test_read_only_folder_fails_one_output_and_keeps_existing_files(tiny, clip, 
     else:  # it fails on opening, before any frame: no other output replaces an earlier one
         assert all((here / name).read_bytes() == SENTINEL for name in names.values())
     assert not leftovers(here)
+
+
+def test_live_refuses_to_record_onto_its_input(tiny, clip, tmp_path: Path) -> None:
+    """`sipvis live --source clip.mp4 -o clip.mp4` would replace the clip when the recording stops."""
+    played = tmp_path / "clip.mp4"
+    played.write_bytes(clip.read_bytes())
+    before = played.read_bytes()
+    r = subprocess.run([sys.executable, "-c", "from sipvis.cli import main; main()", "live", "--source", str(played),
+                        "-o", str(played), "--no-window", "--weights", str(tiny)], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    one_error(r, "clip.mp4")
+    assert played.read_bytes() == before
