@@ -72,7 +72,9 @@ def test_track_cli_with_an_image_model(tmp_path):
     assert result.returncode == 0, result.stderr
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 4
-    assert json.loads((tmp_path / "out.json").read_text())  # tracks were written
+    entries = json.loads((tmp_path / "out.json").read_text())
+    assert entries  # tracks were written, with the model's dataset category ids (3, 7), not label + 1
+    assert {e["category_id"] for e in entries} <= {3, 7}
     refused = sipvis("track", str(clip), "--weights", weights, "--max-frames", "2", "-o", str(tmp_path / "x.mp4"),
                      "--tracker", "original", "--quiet")
     lines = [line for line in refused.stderr.strip().splitlines() if line.strip()]

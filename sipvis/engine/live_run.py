@@ -88,7 +88,7 @@ class LiveRun:
         self.recorder = Recorder(output, source.width, source.height, source.fps, source_clock or ARRIVAL_CLOCK,
                                  folder=snapshot_dir)
         self.snapshots = SnapshotSink(snapshot_dir, segmenter.class_names, source.name)
-        json_sink = [ResultsJson(json_path).video(1)] if json_path else []
+        json_sink = [ResultsJson(json_path, segmenter.cfg.category_ids).video(1)] if json_path else []
         self.sinks: list[Sink] = [self.recorder, *json_sink, self.snapshots]  # in writing order
         self.shown: tuple[np.ndarray, LiveResult] | None = None  # the annotated frame on screen now
         self.quit_requested = False

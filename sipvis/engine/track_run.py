@@ -25,6 +25,7 @@ from pathlib import Path
 from sipvis.engine.inference import Segmenter
 from sipvis.engine.pipeline import OutputFilter, RunStats, track_source
 from sipvis.errors import SipvisError
+from sipvis.model.config import SipMaskConfig
 from sipvis.io.formats import MOTS_STYLES, InstancePngSink, MotsTxtSink
 from sipvis.io.inputs import open_source
 from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink, abort_all
@@ -165,9 +166,9 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
                                        frame_range.max_frames, fps=fps, threaded=False))
         plan = plan_outputs([s.name for s in sources], outputs, formats,
                             [f for s in sources for f in s.input_files()])
-        shared_json = [ResultsJson(path) for path in plan.json_all]
+        shared_json = [ResultsJson(path, segmenter.cfg.category_ids) for path in plan.json_all]
         for video_id, (source, paths) in enumerate(zip(sources, plan.per_input), start=1):
-            sinks = _open_sinks(source, paths, segmenter.class_names, trails, open_window,
+            sinks = _open_sinks(source, paths, segmenter.cfg, trails, open_window,
                                 [target.video(video_id) for target in shared_json], MOTS_STYLES[mots_style])
             with progress(source) as advance:
                 stats = track_source(source, segmenter, sinks, new_tracker(tracker), output_filter, progress=advance)
@@ -179,13 +180,14 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
             source.close()
 
 
-def _open_sinks(source: FrameSource, paths: dict[str, list[Path]], class_names, trails: bool,
+def _open_sinks(source: FrameSource, paths: dict[str, list[Path]], cfg: SipMaskConfig, trails: bool,
                 open_window: OpenWindow | None, shared: list[Sink], mots_first_frame: int = 0) -> list[Sink]:
     """The sinks of one input, in writing order. If one fails to open, those opened are aborted (nothing is
-    written over an existing file) and the error is raised."""
+    written over an existing file) and the error is raised. `cfg` gives the class names and category ids."""
+    class_names = cfg.class_names
     openers: list[Callable[[], Sink]] = [lambda sink=sink: sink for sink in shared]
     for path in paths.get("json", []):
-        openers.append(lambda path=path: ResultsJson(path).video(1))
+        openers.append(lambda path=path: ResultsJson(path, cfg.category_ids).video(1))
     for path in paths.get("video", []):
         openers.append(lambda path=path: AnnotatedVideoSink(path, source, class_names, trails))
     for path in paths.get("png", []):

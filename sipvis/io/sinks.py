@@ -151,8 +151,9 @@ class ResultsJson:
     JSON of every video processed so far (including the interrupted one, up to its last frame).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, category_ids: Sequence[int] = ()) -> None:
         self.path = Path(path)
+        self.category_ids = tuple(category_ids)  # label -> dataset category id; empty: label + 1
         self.entries: list[dict] = []
 
     def video(self, video_id: int, first_frame_quirk: bool = True) -> "VideoJsonSink":
@@ -192,7 +193,7 @@ class VideoJsonSink:
         if self.first_frame_quirk:
             overrides = {(self._positions[index], track_id): score
                          for (index, track_id), score in self._corrections.items() if index in self._positions}
-        self.target.add(self.builder.results(overrides, self._classes))
+        self.target.add(self.builder.results(overrides, self._classes, self.target.category_ids))
 
     def abort(self) -> None:
         """Add nothing: the results file is not rewritten for this video."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -47,20 +48,22 @@ class VideoResultsBuilder:
             track["segms"][position] = encode_rle(frame.masks[i])
 
     def results(self, score_overrides: dict[tuple[int, int], float] | None = None,
-                classes: dict[int, int] | None = None) -> list[dict]:
+                classes: dict[int, int] | None = None, category_ids: Sequence[int] = ()) -> list[dict]:
         """Entries ordered by track id. `score_overrides[(position, track_id)]` replaces a frame's score
         before averaging (used to reproduce the original's first-frame quirk, see OriginalTracker).
         `classes[track_id]` (0-based) is the category of a track that has one there (the robust
-        tracker's final class vote) instead of its most frequent label."""
+        tracker's final class vote) instead of its most frequent label. `category_ids[label]` is the
+        dataset category id of a label (an image model's COCO ids); empty: label + 1."""
         overrides = score_overrides or {}
         classes = classes or {}
         entries = []
         for track_id in sorted(self._tracks):
             track = self._tracks[track_id]
             scores = [overrides.get((pos, track_id), s) for pos, s in track["scores"].items()]
+            label = int(classes.get(track_id, np.bincount(track["labels"]).argmax()))
             entries.append({
                 "video_id": self.video_id,
-                "category_id": int(classes.get(track_id, np.bincount(track["labels"]).argmax())) + 1,
+                "category_id": int(category_ids[label]) if category_ids else label + 1,
                 "score": float(np.mean(scores)),
                 "segmentations": [track["segms"].get(p) for p in range(self.num_frames)],
             })
