@@ -168,7 +168,8 @@ def _tiny_run(root: Path, out: Path, name: str, scales: str):
     return load_config(preset(name), TINY_MODEL + [
         f"data.ann_file=\"{root / 'instances.json'}\"", f"data.image_dir=\"{root / 'images'}\"",
         f"data.scales={scales}", "data.workers=0", "train.iters=3", "train.batch_size=2", "train.threads=2",
-        "train.warmup_iters=1", "train.log_interval=1", "train.lr=0.005", f"train.output=\"{out}\""])
+        "train.warmup_iters=1", "train.log_interval=1", "train.lr=0.005", "train.grad_clip=5.0",
+        "train.backbone_norm=\"bn\"", f"train.output=\"{out}\""])
 
 
 @pytest.mark.slow
