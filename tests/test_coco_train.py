@@ -200,3 +200,25 @@ def test_tiny_image_model_trains_and_segment_loads_it(coco_root, tmp_path, name,
     entries = json.loads(results.read_text())
     assert isinstance(entries, list) and entries, "score_thr 0 keeps detections"
     assert {e["category_id"] for e in entries} <= set(CATEGORY_IDS) and {e["image_id"] for e in entries} == {1}
+
+
+def test_rescoring_loss_targets_are_the_mask_iou_of_the_thresholded_mask():
+    from sipvis.model.head import MaskRescoring
+    from sipvis.model.losses import _rescoring_terms
+
+    torch.manual_seed(0)
+    branch = MaskRescoring(3)
+    gt = torch.zeros(3, 128, 128, dtype=torch.bool)
+    gt[0, 10:30, 10:30] = True          # 400 px, predicted exactly (soft 0.9 > 0.4): IoU target 400 / 400.1
+    gt[1, 50:70, 50:70] = True          # predicted on its left half only: IoU 200 / 400.1
+    gt[2, 0:9, 0:9] = True              # 81 px < 10 x 10: left out
+    soft = gt.float() * 0.9
+    soft[1, :, 60:] = 0.3               # below the 0.4 threshold
+    labels = torch.tensor([2, 0, 1])
+    err, count = _rescoring_terms(branch, soft, gt, labels)
+    pred = branch(soft[:, None])[torch.arange(3), labels].detach()
+    target = torch.tensor([400 / 400.1, 200 / 400.1])
+    assert count.item() == 2
+    assert err.item() == pytest.approx(float(((pred[:2] - target) ** 2).sum()), rel=1e-5)
+    err.backward()
+    assert branch.out.weight.grad is not None and branch.out.weight.grad.abs().sum() > 0
