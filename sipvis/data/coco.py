@@ -1,9 +1,15 @@
-"""COCO instances as training pairs (pre-training): the reference frame is the image itself, so every
-instance matches itself (`pids = 1..N`) and the tracking branch learns to tell instances apart.
+"""COCO instances for training.
+
+* SipMask-VIS (pre-training): pairs whose reference frame is the image itself, so every instance
+  matches itself (`pids = 1..N`) and the tracking branch learns to tell instances apart.
+* the COCO image models (`augment` given): single images, no reference frame, augmented as the
+  original's recipes (`sipvis.data.coco_transforms`): "ssd" (`SSDAugment`, the 544 family), or a
+  keep-ratio (`MultiScaleResize`, the 800x1333 family) / fixed resize and a flip.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -11,6 +17,7 @@ import numpy as np
 import torch
 
 from sipvis.data.batch import SampleKey, TrainSample, sample_rng
+from sipvis.data.coco_transforms import Expand, MultiScaleResize, Sample, SSDAugment, flip_sample, resize_sample
 from sipvis.data.transforms import TrainTransform, xywh_to_inclusive_xyxy
 from sipvis.data.ytvis import AnnotatedDataset, decode_segmentation
 from sipvis.errors import SipvisError
@@ -24,10 +31,16 @@ class COCODataset(AnnotatedDataset):
     Args:
         ann_file: `instances_*.json`.
         image_dir: folder the `file_name`s are relative to.
-        transform: resize / flip / normalisation.
+        transform: resize / flip / normalisation (scales, scale_mode, flip_prob: those of the image
+            augmentations too).
+        augment: None (VIS pairs) or, for an image model, "none" or "ssd".
+        resize: an image model's resize: "keep-ratio" (scales are [long, short]) or "fixed" (scales are
+            [width, height]).
     """
 
-    def __init__(self, ann_file: str | Path, image_dir: str | Path, transform: TrainTransform | None = None) -> None:
+    def __init__(self, ann_file: str | Path, image_dir: str | Path, transform: TrainTransform | None = None,
+                 augment: str | None = None, resize: str = "keep-ratio") -> None:
+        self.augment, self.resize = augment, resize
         data = self._load(ann_file, image_dir, transform, "COCO instances file", ("images",))
         by_image: dict[int, list[dict]] = {}
         for ann in data["annotations"]:
@@ -54,6 +67,8 @@ class COCODataset(AnnotatedDataset):
         boxes = xywh_to_inclusive_xyxy([a["bbox"] for a in anns])
         labels = np.array([self.cat_to_label[int(a["category_id"])] for a in anns], np.int64)
         masks = np.stack([decode_segmentation(a["segmentation"], height, width) for a in anns])
+        if self.augment is not None:
+            return self._image_sample(Sample(img, boxes, labels, masks), rng, int(meta["id"]))
         scale, flip = self.transform.sample(rng)
         image, factor = self.transform.image(img, scale, flip)
         size = tuple(image.shape[1:])
@@ -67,3 +82,25 @@ class COCODataset(AnnotatedDataset):
         )
         info = {"image_id": int(meta["id"]), "scale_factor": factor, "flip": flip}
         return TrainSample(image, image, targets, info)
+
+    def _image_sample(self, s: Sample, rng: np.random.Generator, image_id: int) -> TrainSample:
+        """An image model's sample: augmented as configured, normalised; no reference frame."""
+        t = self.transform
+        if self.augment == "ssd":
+            mean = t.mean[::-1] if t.to_rgb else t.mean  # the canvas is filled in the image's BGR order
+            scale, _ = t.sample(rng)
+            ssd = SSDAugment(size=scale, flip_prob=t.flip_prob, expand=Expand(mean=tuple(mean)))
+            s, factor = ssd(replace(s, image=s.image.astype(np.float32)), rng)
+        elif self.resize == "fixed":
+            (w, h), flip = t.sample(rng)
+            s, factor = resize_sample(s, h, w)
+            s = flip_sample(s) if flip else s
+        else:
+            s, factor = MultiScaleResize(t.scales, t.scale_mode, t.flip_prob)(s, rng)
+        h, w = s.image.shape[:2]
+        # normalisation alone: the identity keep-ratio scale (factor 1) resizes nothing
+        image, _ = t.image(s.image, (max(h, w), min(h, w)), False)
+        boxes = torch.from_numpy(np.ascontiguousarray(s.boxes, np.float32).reshape(-1, 4))
+        targets = FrameTargets(boxes=boxes, labels=torch.from_numpy(s.labels), masks=torch.from_numpy(s.masks),
+                               ref_boxes=boxes.new_zeros(0, 4), pids=torch.zeros(len(boxes), dtype=torch.int64))
+        return TrainSample(image, None, targets, {"image_id": image_id, "scale_factor": factor})

@@ -20,6 +20,15 @@
     match_acc        percentage of positives whose argmax is their true reference instance (a metric,
                      detached; not part of the total)
 
+The COCO image models (no tracking branch: `ref_track_feats=None`) have no `loss_match` / `match_acc`;
+SipMask++ (`rescoring` given) adds
+
+    loss_mask_iou    the original's mask re-scoring loss (`loss_iou`): the branch's predicted IoU of its
+                     GT class, on the detached cropped soft mask of each positive, against the IoU of that
+                     mask > 0.4 with the GT mask (half resolution); squared error summed over positives
+                     whose target IoU is in (0.1, 1] and whose GT mask has >= 100 pixels, x 10 /
+                     (their count + 0.1)
+
 Positives whose detected box (in basis-mask pixels) has area <= 1 take no part in the mask and
 tracking terms, as in the original. (The original also skips an image's mask and tracking terms when
 exactly one positive survives that filter, and fails on an image without positives; here both cases
@@ -39,7 +48,8 @@ from sipvis.model.head import HeadOutputs
 from sipvis.model.postprocess import box_embeddings
 from sipvis.model.targets import FCOSTargets, centerness_targets, fcos_targets
 
-LOSS_NAMES = ("loss_cls", "loss_bbox", "loss_centerness", "loss_mask", "loss_match")
+LOSS_NAMES = ("loss_cls", "loss_bbox", "loss_centerness", "loss_mask", "loss_match", "loss_mask_iou")
+RESCORING_MASK_THR = 0.4  # the original's binarisation of the predicted mask for the re-scoring target
 
 
 @dataclass
@@ -142,21 +152,25 @@ def crop_split_logits(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Te
     return crop_split(((cq[:, q] @ flat).view(n, h, w) for q in range(4)), boxes, (h, w))
 
 
-def compute_losses(out: HeadOutputs, ref_track_feats: torch.Tensor, targets: list[FrameTargets],
+def compute_losses(out: HeadOutputs, ref_track_feats: torch.Tensor | None, targets: list[FrameTargets],
                    cfg: SipMaskConfig, loss_cfg: LossConfig | None = None,
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """All training terms for a batch of B frame pairs.
+                   generator: torch.Generator | None = None,
+                   rescoring: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """All training terms for a batch of B frame pairs (or B images of an image model).
 
     Args:
-        out: head outputs of the B current frames (with the tracking map).
-        ref_track_feats: (B, E, Hp/8, Wp/8) tracking map of the B reference frames.
+        out: head outputs of the B current frames (with the tracking map, unless an image model).
+        ref_track_feats: (B, E, Hp/8, Wp/8) tracking map of the B reference frames; None: an image
+            model (no tracking term).
         targets: B `FrameTargets`.
         cfg: the model config (strides, regress ranges).
         loss_cfg: loss settings.
         generator: random source of the reference-box jitter.
+        rescoring: the SipMask++ re-scoring branch (`head.mask_scoring`), trained by `loss_mask_iou`.
     Returns:
         {"loss_cls", "loss_bbox", "loss_centerness", "loss_mask", "loss_match", "match_acc"}: scalars,
-        float32. The total is the sum of the `loss_*` terms (see `total_loss`).
+        float32 ("loss_match" and "match_acc" only with `ref_track_feats`, "loss_mask_iou" only with
+        `rescoring`). The total is the sum of the `loss_*` terms (see `total_loss`).
     """
     lc = loss_cfg or LossConfig()
     b = out.cls_logits[0].shape[0]
@@ -189,19 +203,21 @@ def compute_losses(out: HeadOutputs, ref_track_feats: torch.Tensor, targets: lis
         loss_bbox = reg.sum() * 0
         loss_ctr = ctr.sum() * 0
 
-    loss_mask, loss_match, acc_sum, n_total = _mask_and_track_losses(
-        out, ref_track_feats, targets, tg, cls, reg, cof, lc, generator)
+    sums = _mask_and_track_losses(out, ref_track_feats, targets, tg, cls, reg, cof, lc, generator, rescoring)
     # keep every output in the graph (DDP wants a gradient for every parameter on every step); the sums
     # accumulate in float32: under fp16 autocast a large map's sum overflows to inf, and 0 * inf is NaN
     f32 = torch.float32
-    loss_mask = loss_mask / b + 0 * (out.basis.sum(dtype=f32) + cof.sum(dtype=f32))
-    loss_match = loss_match / b + 0 * (out.track_feats.sum(dtype=f32) + ref_track_feats.sum(dtype=f32))
-    match_acc = (acc_sum / n_total if n_total > 0 else torch.zeros((), device=cls.device)).detach()
-    losses = {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_ctr,
-              "loss_mask": loss_mask, "loss_match": loss_match}
+    loss_mask = sums.mask / b + 0 * (out.basis.sum(dtype=f32) + cof.sum(dtype=f32))
+    losses = {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_ctr, "loss_mask": loss_mask}
+    if ref_track_feats is not None:
+        losses["loss_match"] = sums.match / b + 0 * (out.track_feats.sum(dtype=f32) + ref_track_feats.sum(dtype=f32))
+    if rescoring is not None:
+        unused = sum(p.sum(dtype=f32) for p in rescoring.parameters())
+        losses["loss_mask_iou"] = sums.iou * 10 / (sums.iou_count + 0.1) + 0 * unused
     weights = lc.weights or {}
     losses = {k: v.float() * float(weights.get(k, 1.0)) for k, v in losses.items()}
-    losses["match_acc"] = match_acc.float()
+    if ref_track_feats is not None:
+        losses["match_acc"] = (sums.acc / sums.n if sums.n > 0 else torch.zeros((), device=cls.device)).detach()
     return losses
 
 
@@ -210,15 +226,27 @@ def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum(v for k, v in losses.items() if k.startswith("loss_"))
 
 
-def _mask_and_track_losses(out: HeadOutputs, ref_track_feats: torch.Tensor, targets: list[FrameTargets],
+@dataclass
+class _Sums:
+    """Per-image terms summed over a batch: mask loss, tracking loss, matches right (x100) and positives
+    taking part; re-scoring squared errors and their weight."""
+
+    mask: torch.Tensor
+    match: torch.Tensor
+    acc: torch.Tensor
+    n: int = 0
+    iou: torch.Tensor | float = 0.0
+    iou_count: torch.Tensor | float = 0.0
+
+
+def _mask_and_track_losses(out: HeadOutputs, ref_track_feats: torch.Tensor | None, targets: list[FrameTargets],
                            tg: FCOSTargets, cls: torch.Tensor, reg: torch.Tensor, cof: torch.Tensor,
-                           lc: LossConfig, generator: torch.Generator | None):
-    """Per-image mask alignment weighting loss and tracking loss (sums over images, not yet / B)."""
-    device = cls.device
-    loss_mask = torch.zeros((), device=device)
-    loss_match = torch.zeros((), device=device)
-    acc_sum = torch.zeros((), device=device)
-    n_total = 0
+                           lc: LossConfig, generator: torch.Generator | None,
+                           rescoring: torch.nn.Module | None = None) -> _Sums:
+    """Per-image mask alignment weighting loss, tracking loss (with `ref_track_feats`) and re-scoring
+    loss (with `rescoring`): sums over images, not yet / B."""
+    zero = torch.zeros((), device=cls.device)
+    sums = _Sums(zero, zero, zero)
     basis_h, basis_w = out.basis.shape[-2:]
     for i, t in enumerate(targets):
         pos = tg.positive[i].nonzero().squeeze(1)
@@ -245,15 +273,48 @@ def _mask_and_track_losses(out: HeadOutputs, ref_track_feats: torch.Tensor, targ
         w = det[:, 2] - det[:, 0]
         h = det[:, 3] - det[:, 1]
         per_instance = bce.sum((1, 2)) / w / h / n
-        loss_mask = loss_mask + (per_instance * weight).sum()
+        sums.mask = sums.mask + (per_instance * weight).sum()
+        if rescoring is not None:
+            err, count = _rescoring_terms(rescoring, logits.detach().sigmoid() * inside, gt_masks, labels)
+            sums.iou, sums.iou_count = sums.iou + err, sums.iou_count + count
+        if ref_track_feats is not None:
+            _add_track_terms(sums, out.track_feats[i:i + 1], ref_track_feats[i:i + 1], det, t,
+                             t.pids[gt_idx].long(), lc, generator)
+    return sums
 
-        # tracking: current detected-box centres vs (jittered) reference GT box centres
-        emb = box_embeddings(out.track_feats[i:i + 1].float(), det[None] * 2)[0]  # (n, E)
-        ref_boxes = jitter_boxes(t.ref_boxes.float(), lc.ref_jitter, generator)
-        ref_emb = box_embeddings(ref_track_feats[i:i + 1].float(), ref_boxes[None])[0]  # (M, E)
-        match_logits = torch.cat((emb.new_zeros(n, 1), emb @ ref_emb.T), 1)  # (n, 1 + M)
-        cur_ids = t.pids[gt_idx].long()
-        loss_match = loss_match + F.cross_entropy(match_logits, cur_ids)
-        acc_sum = acc_sum + (match_logits.detach().argmax(1) == cur_ids).float().sum() * 100.0
-        n_total += n
-    return loss_mask, loss_match, acc_sum, n_total
+
+def _add_track_terms(sums: _Sums, track_feats: torch.Tensor, ref_track_feats: torch.Tensor, det: torch.Tensor,
+                     t: FrameTargets, cur_ids: torch.Tensor, lc: LossConfig,
+                     generator: torch.Generator | None) -> None:
+    """Tracking of one image: current detected-box centres (`det`, basis-mask pixels) vs the (jittered)
+    reference GT box centres; (1, E, h, w) maps. Adds its cross-entropy and matches to `sums`."""
+    n = det.shape[0]
+    emb = box_embeddings(track_feats.float(), det[None] * 2)[0]  # (n, E)
+    ref_boxes = jitter_boxes(t.ref_boxes.float(), lc.ref_jitter, generator)
+    ref_emb = box_embeddings(ref_track_feats.float(), ref_boxes[None])[0]  # (M, E)
+    match_logits = torch.cat((emb.new_zeros(n, 1), emb @ ref_emb.T), 1)  # (n, 1 + M)
+    sums.match = sums.match + F.cross_entropy(match_logits, cur_ids)
+    sums.acc = sums.acc + (match_logits.detach().argmax(1) == cur_ids).float().sum() * 100.0
+    sums.n += n
+
+
+def _rescoring_terms(rescoring: torch.nn.Module, soft: torch.Tensor, gt_masks: torch.Tensor,
+                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask re-scoring of one image's n positives, as the original trains it.
+
+    Args:
+        soft: (n, h, w) detached sigmoid crop-split masks, zero outside their boxes.
+        gt_masks: (n, h, w) bool GT masks at the same (half) resolution, not cropped.
+        labels: (n,) GT classes.
+    Returns:
+        the weighted squared errors' sum and the weights' sum (positives that take part).
+    """
+    pred = rescoring(soft[:, None])[torch.arange(len(labels), device=labels.device), labels]  # (n,)
+    with torch.no_grad():
+        binary = (soft > RESCORING_MASK_THR).float()
+        gt = gt_masks.float()
+        overlap = (binary * gt).sum((1, 2))
+        gt_area = gt.sum((1, 2))
+        target = overlap / (binary.sum((1, 2)) + gt_area - overlap + 0.1)
+        weight = ((target > 0.1) & (target <= 1.0) & (gt_area >= 100)).float()
+    return (weight * (pred - target) ** 2).sum(), weight.sum()

@@ -34,6 +34,12 @@ class DataConfig:
         scale_mode: "range" or "value".
         flip_prob: horizontal flip probability (the same flip for both frames of a pair).
         workers: DataLoader worker processes per training process.
+        augment: "none" (resize + flip) or "ssd" (the real-time COCO models' `SSDAugment`: photometric
+            distortion, expand, min-IoU crop, fixed resize, flip; COCO data and an image model only).
+        resize: "keep-ratio" (scales are [long, short] limits) or "fixed" (scales are [width, height],
+            the ratio not kept: the 544 family). Image models only; VIS training keeps the ratio.
+        repeat: the dataset repeated this many times per epoch (the original's 3x / 5x of the "6x" /
+            "10x" real-time schedules).
     """
 
     format: str = "ytvis"
@@ -50,6 +56,9 @@ class DataConfig:
     scale_mode: str = TrainTransform.scale_mode
     flip_prob: float = TrainTransform.flip_prob
     workers: int = 2
+    augment: str = "none"
+    resize: str = "keep-ratio"
+    repeat: int = 1
 
 
 @dataclass
@@ -65,7 +74,9 @@ class TrainConfig:
         lr: base learning rate (for the whole batch over all processes; not rescaled).
         momentum, weight_decay: SGD.
         bias_lr_mult, bias_decay_mult: learning-rate and weight-decay multipliers of biases.
-        warmup_iters, warmup_ratio: linear warm-up from lr * ratio to lr over that many iterations.
+        warmup: "linear" (from lr * warmup_ratio to lr over warmup_iters iterations) or "constant"
+            (lr * warmup_ratio for warmup_iters iterations, then lr: the original's 800x1333 recipes).
+        warmup_iters, warmup_ratio: the warm-up's length and starting factor.
         grad_clip: max gradient norm (0 = no clipping).
         amp: fp16 autocast + gradient scaling when training on CUDA.
         seed: seeds initialisation, data order and augmentation.
@@ -98,6 +109,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     bias_lr_mult: float = 2.0
     bias_decay_mult: float = 0.0
+    warmup: str = "linear"
     warmup_iters: int = 1000
     warmup_ratio: float = 1.0 / 80
     grad_clip: float = 0.0
@@ -177,6 +189,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         raise SipvisError(f"{source or 'config overrides'}: [model] " + "; ".join(problems))
     run = RunConfig(model=model, data=_build(DataConfig, raw.get("data", {}), "data"),
                     train=_build(TrainConfig, raw.get("train", {}), "train"), source=source)
+    problems = run_problems(run)
+    if problems:
+        raise SipvisError(f"{source or 'config overrides'}: " + "; ".join(problems))
     if output_from_name and path is not None and "output" not in raw.get("train", {}):
         run.train.output = str(Path("runs") / Path(path).stem)
     return run
@@ -205,6 +220,33 @@ def _build(cls, values: dict, table: str):
     return out
 
 
+_RUN_CHOICES = (("data", "augment", ("none", "ssd")), ("data", "resize", ("keep-ratio", "fixed")),
+                ("train", "warmup", ("linear", "constant")))
+
+
+def run_problems(run: RunConfig) -> list[str]:
+    """One line per [data] / [train] value that cannot make a run, and per combination that does not fit
+    the model's task (image models train on COCO-format data, one image at a time)."""
+    out = []
+    for table, key, choices in _RUN_CHOICES:
+        value = getattr(getattr(run, table), key)
+        if value not in choices:
+            out.append(f"{table}.{key} must be one of {', '.join(choices)}, got {value!r}")
+    dc, image = run.data, run.model.get("task", "vis") == "image"
+    if dc.repeat < 1:
+        out.append(f"data.repeat must be an integer >= 1, got {dc.repeat!r}")
+    if not image and (dc.augment != "none" or dc.resize != "keep-ratio"):
+        out.append("data.augment and data.resize apply to image models (model.task = \"image\")")
+    if image and dc.format != "coco":
+        out.append(f"an image model (model.task = \"image\") trains on data.format = \"coco\", got {dc.format!r}")
+    if image and (dc.val_split or dc.val_ann_file):
+        out.append("validation while training an image model is not supported: score the saved weights "
+                   "with `sipvis eval --dataset coco` (leave data.val_split empty)")
+    if dc.augment == "ssd" and dc.resize != "fixed":
+        out.append("data.augment = \"ssd\" resizes to a fixed size: set data.resize = \"fixed\"")
+    return out
+
+
 def check_train_config(tc: TrainConfig) -> None:
     """The [train] values whose meaning is checked before a run starts."""
     if tc.backbone_norm not in ("frozen", "bn"):
@@ -213,14 +255,35 @@ def check_train_config(tc: TrainConfig) -> None:
         raise SipvisError("train.batch_size must be at least 1")
 
 
-def resolve_model_config(run: RunConfig, class_names: tuple[str, ...]) -> SipMaskConfig:
-    """The model config: [model] values, class names from the dataset unless given."""
+def resolve_model_config(run: RunConfig, class_names: tuple[str, ...],
+                         category_ids: tuple[int, ...] = ()) -> SipMaskConfig:
+    """The model config: [model] values, class names (and, for image models, category ids) from the
+    dataset unless given. An image model (`task = "image"`) starts from its family's config
+    (`families.coco_config`: the family is chosen by depth, resize ("fixed" = real-time), head_norm and
+    mask_rescoring / dcn_stages (SipMask++)); the other [model] values override it."""
     values = dict(run.model)
     if "class_names" in values and len(values["class_names"]) != len(class_names):
         raise SipvisError(f"[model] class_names has {len(values['class_names'])} classes but the dataset has "
                           f"{len(class_names)}")
     values.setdefault("class_names", list(class_names))
+    if values.get("task") == "image":
+        values = {**_image_family(values), **values}
+        if category_ids and len(category_ids) == len(values["class_names"]):
+            values.setdefault("category_ids", list(category_ids))
     try:
         return SipMaskConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
         raise SipvisError(f"invalid [model] config: {exc}") from None
+
+
+def _image_family(values: dict) -> dict:
+    """The family config (`families.coco_config`) that a [model] table of an image model selects."""
+    from sipvis.model.families import coco_config
+
+    plus = bool(values.get("mask_rescoring", False) or values.get("dcn_stages"))
+    base = coco_config(depth=values.get("depth", 50), realtime=values.get("resize", "keep_ratio") == "fixed",
+                       head_norm=values.get("head_norm", True), plus=plus,
+                       class_names=tuple(values["class_names"]))
+    out = base.to_dict()
+    out.pop("category_ids")  # the dataset's own, set by the caller (COCO's for the COCO files)
+    return out

@@ -17,6 +17,7 @@ def build_datasets(run: RunConfig, cfg_model: dict):
     The validation split is None when none is configured or when it has no ground truth (e.g. the
     YouTube-VIS valid split): there is nothing to score then.
     """
+    from sipvis.data.batch import RepeatDataset
     from sipvis.data.coco import COCODataset
     from sipvis.data.transforms import TrainTransform
     from sipvis.data.ytvis import YTVISDataset
@@ -31,9 +32,12 @@ def build_datasets(run: RunConfig, cfg_model: dict):
     if dc.format == "ytvis":
         dataset = YTVISDataset(ann, images, transform)
     elif dc.format == "coco":
-        dataset = COCODataset(ann, images, transform)
+        image_model = cfg_model.get("task") == "image"  # single images, the original's image augmentations
+        dataset = COCODataset(ann, images, transform, dc.augment if image_model else None, dc.resize)
     else:
         raise SipvisError(f"data.format must be 'ytvis' or 'coco', got {dc.format!r}")
+    if dc.repeat > 1:
+        dataset = RepeatDataset(dataset, dc.repeat)
     return dataset, _validation_split(run, dataset.class_names)
 
 

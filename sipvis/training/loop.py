@@ -124,7 +124,9 @@ class Trainer:
         self.ckpt_dir = self.output / "checkpoints"
         resume_state = load_state(resume_path(resume, self.ckpt_dir)) if resume is not None else None
         self.dataset, self.val = build_datasets(run, run.model)
-        self.cfg, model, self.fresh = create_model(run, self.dataset.class_names, initialise=resume_state is None)
+        categories = getattr(self.dataset, "categories", None)
+        self.cfg, model, self.fresh = create_model(run, self.dataset.class_names, resume_state is None,
+                                                   categories.ids if categories is not None else ())
         self.wrapped, self.net = self._wrap(model)
         self._schedule()
         self.iteration = 0
@@ -173,7 +175,7 @@ class Trainer:
             step_points = [s * self.iters_per_epoch for s in tc.steps]
         self.optimizer = torch.optim.SGD(param_groups(self.net, tc), lr=tc.lr, momentum=tc.momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupStep(tc.warmup_iters, tc.warmup_ratio, step_points, tc.gamma))
+            self.optimizer, WarmupStep(tc.warmup_iters, tc.warmup_ratio, step_points, tc.gamma, tc.warmup))
         self.use_amp = tc.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         if self.use_amp:  # the scaler skips the first steps while it finds its scale; PyTorch warns about that
@@ -219,7 +221,7 @@ class Trainer:
         batch = batch.to(device)
         gen = jitter_generator(tc.seed, iteration, self.info.rank, device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
-            losses = self.wrapped(batch.images, batch.ref_images, batch.targets, gen)
+            losses = self.wrapped(batch.images, batch.ref_images, batch.targets, gen)  # ref_images: None (image model)
         loss = total_loss(losses)
         if not torch.isfinite(loss):
             raise SipvisError(f"the loss became {float(loss.detach())} at iteration {iteration}; "

@@ -18,7 +18,9 @@ from sipvis.training.config import RunConfig, resolve_model_config
 
 class TrainingModel(nn.Module):
     """What DDP wraps: current and reference frames through one backbone pass, the full head on the
-    current frames, the tracking tower on the reference frames, then the losses.
+    current frames, the tracking tower on the reference frames, then the losses. An image model (no
+    tracking branch) takes single images (`ref_images=None`): the head on them, then the same FCOS and
+    mask losses without the tracking term, plus the mask re-scoring loss when it has that branch.
 
     Args:
         model: the network.
@@ -32,9 +34,14 @@ class TrainingModel(nn.Module):
 
     def forward(self, images: torch.Tensor, ref_images: torch.Tensor, targets: list[FrameTargets],
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """images, ref_images: (B, 3, Hp, Wp) -> dict of loss terms (float32 scalars)."""
+        """images, ref_images: (B, 3, Hp, Wp) (ref_images None: image model) -> dict of loss terms
+        (float32 scalars)."""
         b = images.shape[0]
         m = self.model
+        if ref_images is None or not m.cfg.has_tracking_branch:
+            out = m.head(m.features(images), with_track=False)
+            with torch.autocast(images.device.type, enabled=False):
+                return compute_losses(out, None, targets, m.cfg, self.loss_cfg, generator, m.head.mask_scoring)
         feats = m.features(torch.cat((images, ref_images)))
         out = m.head([f[:b] for f in feats], with_track=True)
         ref_track = m.head.track_map([f[b:] for f in feats[:3]])
@@ -62,6 +69,20 @@ def init_from_scratch(model: SipMaskVIS) -> None:
     for conv in (model.head.basis_fuse, model.head.basis_out):
         nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
         nn.init.zeros_(conv.bias)
+    init_rescoring(model)
+
+
+def init_rescoring(model: SipMaskVIS) -> None:
+    """The SipMask++ re-scoring branch as the original initialises it: He-initialised convs (mmcv's
+    kaiming_init), the class layer N(0, 0.001), zero biases. No-op without the branch."""
+    branch = model.head.mask_scoring
+    if branch is None:
+        return
+    for conv in branch.convs:
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+    nn.init.normal_(branch.out.weight, std=0.001)
+    nn.init.zeros_(branch.out.bias)
 
 
 def use_trainable_bn(model: SipMaskVIS) -> int:
@@ -104,15 +125,16 @@ def load_init_weights(model: SipMaskVIS, spec: str) -> list[str]:
     return [k for k in model.state_dict() if k in fresh]
 
 
-def create_model(run: RunConfig, class_names: tuple[str, ...], initialise: bool = True
-                 ) -> tuple[SipMaskConfig, SipMaskVIS, list[str]]:
-    """Seed everything with `train.seed`, build the network and initialise it as `train.init` says.
+def create_model(run: RunConfig, class_names: tuple[str, ...], initialise: bool = True,
+                 category_ids: tuple[int, ...] = ()) -> tuple[SipMaskConfig, SipMaskVIS, list[str]]:
+    """Seed everything with `train.seed`, build the network and initialise it as `train.init` says
+    (`category_ids`: the dataset's, kept by image models for their results).
     Returns (config, model, keys left freshly initialised when loading weights)."""
     tc = run.train
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
-    cfg = resolve_model_config(run, class_names)
+    cfg = resolve_model_config(run, class_names, category_ids)
     model = SipMaskVIS(cfg)
     fresh: list[str] = []
     if initialise:
@@ -120,6 +142,7 @@ def create_model(run: RunConfig, class_names: tuple[str, ...], initialise: bool 
             init_from_scratch(model)
         else:
             model.init_weights()
+            init_rescoring(model)
             fresh = load_init_weights(model, tc.init)
     return cfg, model, fresh
 

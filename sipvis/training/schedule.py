@@ -1,5 +1,5 @@
-"""The optimiser and learning-rate schedule of the original recipe: SGD with bias multipliers, linear
-warm-up, step decay."""
+"""The optimiser and learning-rate schedule of the original recipe: SGD with bias multipliers, linear or
+constant warm-up, step decay."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ from sipvis.training.config import TrainConfig
 
 
 class WarmupStep:
-    """Learning-rate factor at iteration i: linear warm-up (mmcv's: 1 - (1 - i/W)(1 - ratio)) times
-    gamma ** (number of step points <= i)."""
+    """Learning-rate factor at iteration i: warm-up times gamma ** (number of step points <= i). The
+    warm-up (mmcv's) is "linear": 1 - (1 - i/W)(1 - ratio), or "constant": ratio, for i < W."""
 
-    def __init__(self, warmup_iters: int, warmup_ratio: float, step_points: list[int], gamma: float) -> None:
-        self.warmup_iters, self.warmup_ratio = warmup_iters, warmup_ratio
+    def __init__(self, warmup_iters: int, warmup_ratio: float, step_points: list[int], gamma: float,
+                 warmup: str = "linear") -> None:
+        self.warmup_iters, self.warmup_ratio, self.warmup = warmup_iters, warmup_ratio, warmup
         self.step_points, self.gamma = sorted(int(s) for s in step_points), gamma
 
     def __call__(self, i: int) -> float:
         factor = self.gamma ** sum(1 for s in self.step_points if i >= s)
         if i < self.warmup_iters:
-            factor *= 1 - (1 - i / self.warmup_iters) * (1 - self.warmup_ratio)
+            factor *= self.warmup_ratio if self.warmup == "constant" else \
+                1 - (1 - i / self.warmup_iters) * (1 - self.warmup_ratio)
         return factor
 
 
