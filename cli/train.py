@@ -71,7 +71,8 @@ class LiveView:
         terms = "  ".join(f"{k[5:] if k.startswith('loss_') else k} {v:.3f}"
                           for k, v in avg.items() if k != "match_acc")
         self.progress.update(self.task, completed=iteration, speed=f"{window.speed:.2f} it/s",
-                             stats=f"lr {window.lr:.2e}  {terms}  acc {avg.get('match_acc', 0):.0f}%")
+                             stats=f"lr {window.lr:.2e}  {terms}" + (f"  acc {avg['match_acc']:.0f}%"
+                                                                    if "match_acc" in avg else ""))
 
     def validated(self, iteration: int, metrics: dict) -> None:
         self._print(f"validation @ {iteration}: mask AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}")

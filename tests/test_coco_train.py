@@ -222,3 +222,23 @@ def test_rescoring_loss_targets_are_the_mask_iou_of_the_thresholded_mask():
     assert err.item() == pytest.approx(float(((pred[:2] - target) ** 2).sum()), rel=1e-5)
     err.backward()
     assert branch.out.weight.grad is not None and branch.out.weight.grad.abs().sum() > 0
+
+
+def test_feature_align_bounds_diverged_offsets_in_training() -> None:
+    """inf/nan box predictions of a diverging run reach deform_conv2d bounded (its CPU kernel crashed on them);
+    finite offsets give the same output as before."""
+    import torch
+
+    from sipvis.model.head import FeatureAlign
+
+    torch.manual_seed(0)
+    align = FeatureAlign(8, offset_groups=2, use_norm=False).train()
+    x = torch.randn(1, 8, 6, 7)
+    box = torch.randn(1, 4, 6, 7)
+    with torch.no_grad():
+        same = align(x, box)
+        align.eval()
+        assert torch.equal(same, align(x, box))
+        align.train()
+        box[0, 0, 1, 1], box[0, 1, 2, 2] = float("inf"), float("nan")
+        assert torch.isfinite(align(x, box)).all()

@@ -78,6 +78,11 @@ class FeatureAlign(nn.Module):
     def forward(self, x: torch.Tensor, box_reg: torch.Tensor) -> torch.Tensor:
         # offsets follow the box prediction but must not train it (the original detaches them)
         offset = self.offset(box_reg.detach())
+        if self.training:
+            # a diverging run's inf/nan offsets crash torchvision's CPU kernel (a segfault, not an error);
+            # beyond the map a sample is 0 anyway, so bounding them changes no finite result
+            bound = float(x.shape[-1] + x.shape[-2])
+            offset = torch.nan_to_num(offset, nan=0.0, posinf=bound, neginf=-bound).clamp(-bound, bound)
         # torchvision's deform_conv2d has no half-precision CPU kernel and wants matching dtypes
         out = deform_conv2d(x, offset.to(x.dtype), self.deform_conv.weight.to(x.dtype), padding=(1, 1))
         return F.relu(self.norm(out) if self.use_norm else out)
