@@ -232,8 +232,8 @@ def test_feature_align_bounds_diverged_offsets_in_training() -> None:
     from sipvis.model.head import FeatureAlign
 
     torch.manual_seed(0)
-    align = FeatureAlign(8, offset_groups=2, use_norm=False).train()
-    x = torch.randn(1, 8, 6, 7)
+    align = FeatureAlign(32, offset_groups=2, use_norm=False).train()
+    x = torch.randn(1, 32, 6, 7)
     box = torch.randn(1, 4, 6, 7)
     with torch.no_grad():
         same = align(x, box)
