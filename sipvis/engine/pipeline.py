@@ -87,10 +87,16 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
 
     `source` should be opened with `threaded=False`: decoding and the host-side resize share one
     reader thread here. `tracker`: fresh state for this input (default: a new `OriginalTracker`).
+
+    Four threads overlap: the reader (decode, resize), this one (upload, normalise, the network), the
+    post-processor (`Segmenter.postprocess` and `assign_tracks`, in frame order: the tracker is
+    sequential) and the writer (the sinks). The network's thread does nothing else, so the run goes as
+    fast as the network when the other stages together fit on the remaining cores.
     """
     tracker = tracker or OriginalTracker()
     output_filter = output_filter or OutputFilter()
     corrections = ScoreCorrections(tracker)
+    stats = RunStats()
 
     def decode_and_prepare():
         for frame in source:
@@ -100,25 +106,47 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
         for sink in sinks:
             sink.write(*item)
 
-    stats = RunStats()
+    # a stand-in segmenter that scripts `detect` itself (tests) runs it whole in the network's thread
+    split = type(segmenter).detect is Segmenter.detect
+
+    def post(item) -> None:  # in the post-processing thread: detections, tracks, hand-over to the writer
+        batch, outputs = item
+        dets = segmenter.postprocess(outputs, batch) if split else outputs
+        for frame, instances in segmenter.assign_tracks(batch, dets, tracker):
+            writer.submit((frame.source, output_filter(corrections(instances))))
+            stats.frames += 1
+
     start = time.perf_counter()
     writer = BackgroundWorker(write, maxsize=queue_size, name=f"sipvis-writer:{source.name}")
+    poster = BackgroundWorker(post, maxsize=2, name=f"sipvis-post:{source.name}")
     try:
         prepared = threaded_iter(decode_and_prepare, maxsize=max(queue_size, 2 * segmenter.batch_size),
                                  name=f"sipvis-reader:{source.name}")
-        for frame, instances in segmenter.track_prepared(prepared, tracker):
-            writer.submit((frame.source, output_filter(corrections(instances))))
-            stats.frames += 1
+        for batch in segmenter.batches(prepared):
+            poster.submit((batch, segmenter.forward(segmenter.preprocess(batch)) if split else segmenter.detect(batch)))
             if progress is not None:
-                progress(1)
+                progress(len(batch))
     except StopRequested:
         pass
     finally:
         try:
-            writer.finish()  # everything processed so far reaches the outputs, even on Ctrl-C
-        except StopRequested:
-            pass
+            _finish(poster, writer)  # everything processed so far reaches the outputs, even on Ctrl-C
         finally:
             close_all(sinks)
         stats.seconds = time.perf_counter() - start
     return stats
+
+
+def _finish(*workers: BackgroundWorker) -> None:
+    """`finish` every worker in order (each even if an earlier one failed); a stop request is no error,
+    the first other error is re-raised."""
+    error: BaseException | None = None
+    for worker in workers:
+        try:
+            worker.finish()
+        except StopRequested:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the other workers
+            error = error or exc
+    if error is not None:
+        raise error
