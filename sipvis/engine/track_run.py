@@ -21,14 +21,17 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sipvis.engine.distributed import DistInfo, barrier
 from sipvis.engine.inference import Segmenter
 from sipvis.engine.pipeline import OutputFilter, RunStats, track_source
 from sipvis.errors import SipvisError
+from sipvis.io.files import load_json
 from sipvis.io.formats import InstancePngSink, MotsTxtSink
 from sipvis.io.inputs import open_source
 from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink, close_all
 from sipvis.io.source import FrameRange, FrameSource
 from sipvis.io.video_writer import CONTAINERS
+from sipvis.io.ytvis_results import write_results_json
 from sipvis.track import new_tracker
 
 # what a file `-o` holds, by extension (every video container the writer knows is a video)
@@ -92,7 +95,7 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
                  output_filter: OutputFilter | None = None, frame_range: FrameRange = FrameRange(), *,
                  fps: float | None = None, trails: bool = False, open_window: OpenWindow | None = None,
                  progress: Progress | None = None, on_done: OnDone | None = None,
-                 tracker: str = "original") -> OutputPlan:
+                 tracker: str = "original", dist: DistInfo | None = None) -> OutputPlan:
     """Track every input of `specs` (from `expand_inputs`) into the outputs planned from `outputs` and
     `formats` (see `plan_outputs`); returns the plan.
 
@@ -103,6 +106,7 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
         open_window: `open_window(source)` builds a window to show the input's annotated frames in (q stops).
         progress, on_done: see the module docstring.
         tracker: 'original' or 'robust' (`sipvis.track.new_tracker`); each input gets a fresh one.
+        dist: this process's place under torchrun (`DistInfo.from_env()`; default alone): see `shard_of`.
     """
     new_tracker(tracker)  # an unknown name fails before any input is opened
     progress = progress or (lambda source: contextlib.nullcontext())
@@ -112,18 +116,51 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
             sources.append(open_source(spec, frame_range.stride, frame_range.start, frame_range.end,
                                        frame_range.max_frames, fps=fps, threaded=False))
         plan = plan_outputs([s.name for s in sources], outputs, formats)
-        shared_json = ResultsJson(plan.json_all) if plan.json_all else None
+        dist = dist or DistInfo()
+        shared_json = ResultsJson(rank_part(plan.json_all, dist)) if plan.json_all else None
+        if shared_json is not None and dist.enabled:
+            shared_json.path.unlink(missing_ok=True)  # a part left by an interrupted run
         for video_id, (source, paths) in enumerate(zip(sources, plan.per_input), start=1):
+            if not shard_of(video_id - 1, dist):
+                continue
             sinks = _open_sinks(source, paths, segmenter.class_names, trails, open_window,
                                 shared_json.video(video_id) if shared_json is not None else None)
             with progress(source) as advance:
                 stats = track_source(source, segmenter, sinks, new_tracker(tracker), output_filter, progress=advance)
             if on_done is not None:
                 on_done(source, stats, paths)
+        if plan.json_all is not None and dist.enabled:
+            merge_rank_parts(plan.json_all, dist)
         return plan
     finally:
         for source in sources:
             source.close()
+
+
+def shard_of(position: int, dist: DistInfo) -> bool:
+    """Whether the input at `position` (0-based, input order) is this rank's: under `torchrun --nproc_per_node
+    N`, rank r tracks inputs r, r + N, r + 2N... (as `eval --dataset` shares videos). Each writes its inputs'
+    own outputs; a results JSON shared by every input is merged by the first rank (`merge_rank_parts`), so
+    the outputs are those of one process."""
+    return position % dist.world_size == dist.rank
+
+
+def rank_part(path: Path, dist: DistInfo) -> Path:
+    """Where this rank collects its videos' entries of the shared results JSON `path` (`path` when alone)."""
+    return path if not dist.enabled else path.with_name(f".{path.name}.rank{dist.rank}")
+
+
+def merge_rank_parts(path: Path, dist: DistInfo) -> None:
+    """Once every rank is done, the first one writes `path` from the ranks' parts, video ids in input order
+    (each video's entries in their order), and removes the parts."""
+    barrier()
+    if not dist.main:
+        return
+    parts = [rank_part(path, DistInfo(r, dist.world_size)) for r in range(dist.world_size)]
+    entries = [e for part in parts if part.exists() for e in load_json(part, "results part")]
+    write_results_json(path, sorted(entries, key=lambda e: e["video_id"]))  # a stable sort
+    for part in parts:
+        part.unlink(missing_ok=True)
 
 
 def _open_sinks(source: FrameSource, paths: dict[str, Path], class_names, trails: bool,
