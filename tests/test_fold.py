@@ -67,6 +67,10 @@ def test_folded_copy_leaves_the_callers_model_alone():
     assert before.keys() == after.keys()  # still the checkpoint's keys (running_mean...), trainable as before
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert folded_for_inference(segmenter.model) is segmenter.model  # nothing left to fold: no second copy
+    # on CPU the weights are channels_last like the input (no per-call weight copy); the caller's are not
+    theirs = dict(model.named_parameters())
+    convs = [(theirs[name], p) for name, p in segmenter.model.named_parameters() if p.dim() == 4]
+    assert convs and all(b.is_contiguous(memory_format=torch.channels_last) and a.is_contiguous() for a, b in convs)
 
 
 @pytest.mark.slow

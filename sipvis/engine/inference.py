@@ -110,7 +110,7 @@ class Segmenter:
                  batch_size: int = 1) -> None:
         self.device = torch.device(device)
         # frozen BatchNorm folded into the convolutions (a copy: a model being trained is never rewritten)
-        self.model = folded_for_inference(model.eval()).to(self.device)
+        self.model = folded_for_inference(model.eval(), channels_last=self.device.type == "cpu").to(self.device)
         self.cfg: SipMaskConfig = model.cfg
         self.dtype = dtype
         self.batch_size = max(1, int(batch_size or default_batch_size(self.device)))

@@ -45,14 +45,23 @@ def fold_frozen_batchnorm(model: nn.Module) -> int:
     return folded
 
 
-def folded_for_inference(model: nn.Module) -> nn.Module:
-    """A copy of `model` with its frozen BatchNorms folded (`fold_frozen_batchnorm`), or `model` itself when
-    it has none to fold (no copy). The caller's model is never changed."""
-    if not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules()):
+def folded_for_inference(model: nn.Module, channels_last: bool = False) -> nn.Module:
+    """A copy of `model` with its frozen BatchNorms folded (`fold_frozen_batchnorm`) and, if asked, its
+    4-d weights in channels_last layout; `model` itself when there is nothing to change (no copy). The
+    caller's model is never changed.
+
+    channels_last weights matter on CPU, where the input is channels_last (`normalize_and_pad`): PyTorch's
+    own convolution (taken for small maps, e.g. the demo model's head on the coarse levels) otherwise
+    copies every weight into that layout at every call; oneDNN's reorders them anyway (R50: no change).
+    """
+    fold = any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
+    relayout = channels_last and any(p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last)
+                                     for p in model.parameters())
+    if not (fold or relayout):
         return model
     model = copy.deepcopy(model)
     fold_frozen_batchnorm(model)
-    return model
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def _preceding_conv(parent: nn.Module, bn_name: str) -> nn.Conv2d | None:
