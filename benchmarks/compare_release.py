@@ -30,7 +30,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 RELEASE = "8edd17b"
 FPS_LINE = re.compile(r"(\d+) frames at ([\d.]+) fps")
 
@@ -64,15 +63,12 @@ print(json.dumps({"pre_ms": 1000 * statistics.median(pre), "post_ms": 1000 * sta
                   "detections": int(dets.valid.sum())}))
 """
 
+# the authors' checkpoint format with the reference recipe's weights (tests/reference.py builds them)
 REFERENCE_WEIGHTS = r"""
-import importlib.util, json, sys
-import torch
-ref, out = sys.argv[1], sys.argv[2]
-spec = importlib.util.spec_from_file_location("make_weights", f"{ref}/make_weights.py")
-recipe = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(recipe)
-keys = json.load(open(f"{ref}/manifest.json"))["state_dict"]
-torch.save({"state_dict": recipe.make_state_dict(keys), "meta": {}}, out)
+import sys, torch
+sys.path.insert(0, "tests")
+from reference import reference_state_dict
+torch.save({"state_dict": reference_state_dict(), "meta": {}}, sys.argv[1])
 """
 
 
@@ -186,7 +182,7 @@ def run_all(args: argparse.Namespace, trees: list[Tree], work: Path, skip: set[s
         models.append(("demo", "demo", args.frames))
     if "r50" not in skip:
         weights = work / "ref.pth"
-        trees[1].python(REFERENCE_WEIGHTS, str(SHARED / "reference" / "sipmask_vis"), str(weights))
+        trees[1].python(REFERENCE_WEIGHTS, str(weights))
         models.append(("r50", str(weights), args.r50_frames))
     for name, weights, frames in models:
         print(f"{name}: sipvis track to JSON, {frames} frames", file=sys.stderr)
