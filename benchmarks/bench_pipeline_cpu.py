@@ -10,6 +10,7 @@ network's thread does nothing but the network and the rest fits on the other cor
 at the network's rate.
 
     .venv/bin/python benchmarks/bench_pipeline_cpu.py                       # demo model, 1 thread
+    .venv/bin/python benchmarks/bench_pipeline_cpu.py --threads 1,2                 # 1 against 2 threads
     .venv/bin/python benchmarks/bench_pipeline_cpu.py --weights r50.pth --frames 6 --rounds 3
 """
 
@@ -81,22 +82,25 @@ def main(argv=None) -> None:
     p.add_argument("--rev", default="8edd17b", help="the release commit")
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", default="1", help="intra-op thread counts to alternate, comma-separated (1,2)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    counts = [int(t) for t in args.threads.split(",")]
     segmenter = Segmenter.from_checkpoint(args.weights, "cpu", "fp32")
     pipelines = {"release": release_pipeline(args.rev).track_source, "current": new_pipeline.track_source}
-    runs: dict[str, list[dict]] = {name: [] for name in (*pipelines, "network alone")}
+    cases = [(name, t) for t in counts for name in (*pipelines, "network alone")]
+    runs: dict[str, list[dict]] = {f"{name} @{t} threads": [] for name, t in cases}
     with tempfile.TemporaryDirectory() as tmp:
         clip = str(generate_clip(Path(tmp) / "clip.mp4", 640, 360, args.frames))
         network_alone(segmenter, clip, 2)  # warm-up
         for r in range(args.rounds):
-            runs["network alone"].append(network_alone(segmenter, clip, args.frames))
-            for name in (pipelines if r % 2 == 0 else list(pipelines)[::-1]):
-                runs[name].append(run_once(pipelines[name], segmenter, clip, args.frames, Path(tmp) / "o.json"))
+            for name, t in (cases if r % 2 == 0 else cases[::-1]):
+                torch.set_num_threads(t)
+                key = f"{name} @{t} threads"
+                runs[key].append(network_alone(segmenter, clip, args.frames) if name == "network alone" else
+                                 run_once(pipelines[name], segmenter, clip, args.frames, Path(tmp) / "o.json"))
             print(f"round {r + 1}: " + json.dumps({k: v[-1] for k, v in runs.items()}), file=sys.stderr)
     medians = {name: {k: round(statistics.median(run[k] for run in rs), 2) for k in rs[0]} for name, rs in runs.items()}
-    print(json.dumps({"weights": args.weights, "frames": args.frames, "rounds": args.rounds, "threads": args.threads,
+    print(json.dumps({"weights": args.weights, "frames": args.frames, "rounds": args.rounds,
                       "medians_ms_per_frame": medians}, indent=2))
 
 
