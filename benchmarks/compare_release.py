@@ -12,8 +12,8 @@ read.
     .venv/bin/python benchmarks/compare_release.py --threads default     # each tree's own thread choice
     .venv/bin/python benchmarks/compare_release.py --new-args "--runtime onnxruntime" --json cmp.json
 
-End to end is the fps `sipvis track` itself prints (`N frames at F fps`: decode to the closed JSON, model
-loading excluded). `--new-args` / `--old-args` are appended to every `sipvis track` of that tree.
+End to end is frames / seconds of `sipvis track`'s own run of the input (`track_source`: decode to the
+closed JSON, model loading excluded; the CLI prints the same as `N frames at F fps`). `--new-args` / `--old-args` are appended to every `sipvis track` of that tree.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = "8edd17b"
-FPS_LINE = re.compile(r"(\d+) frames at ([\d.]+) fps")
+TIMED_LINE = re.compile(r"compare-release: (\d+) frames in ([\d.]+) s")
+
+# `sipvis track` with the seconds of every input's run (`track_source`'s RunStats: decode to the closed
+# outputs) printed in full: the CLI's own "N frames at F fps" has one decimal, 0.0 for a slow model
+TRACK = r"""
+import sys
+import sipvis.engine.track_run as run
+
+def timed(*args, _track_source=run.track_source, **kwargs):
+    stats = _track_source(*args, **kwargs)
+    print(f"compare-release: {stats.frames} frames in {stats.seconds:.6f} s", file=sys.stderr)
+    return stats
+
+run.track_source = timed
+from sipvis.cli import main
+sys.argv[0] = "sipvis"
+main()
+"""
 
 # Pre- and post-processing of one 640x360 frame with the R50 architecture (random weights: every frame has
 # `max_per_img` = 10 detections, the heaviest case), through the `Segmenter` stages both trees have.
@@ -88,13 +106,12 @@ class Tree:
 
     def track_fps(self, clip: Path, weights: str, frames: int, out: Path) -> float:
         """`sipvis track CLIP --weights W -o out.json`; the fps it prints."""
-        text = self.python("import sys; from sipvis.cli import main; sys.argv[0] = 'sipvis'; main()",
-                           "track", str(clip), "--weights", weights, "--device", "cpu", "--max-frames",
+        text = self.python(TRACK, "track", str(clip), "--weights", weights, "--device", "cpu", "--max-frames",
                            str(frames), "-o", str(out), *self.extra_args, stderr=True)
-        match = FPS_LINE.search(text)
+        match = TIMED_LINE.search(text)
         if match is None:
-            raise SystemExit(f"{self.name} tree: no fps line in the output of track:\n{text[-2000:]}")
-        return float(match.group(2))
+            raise SystemExit(f"{self.name} tree: no timing line in the output of track:\n{text[-2000:]}")
+        return int(match.group(1)) / float(match.group(2))
 
 
 def release_checkout(commit: str, folder: Path) -> Path:
@@ -138,6 +155,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=48, help="frames of the clip tracked with the demo model")
     p.add_argument("--r50-frames", type=int, default=6, help="frames tracked with the R50 reference weights")
     p.add_argument("--rounds", type=int, default=3, help="alternations of the two trees per measurement")
+    p.add_argument("--prepost-reps", type=int, default=5, help="frames timed per pre/post-processing run")
     p.add_argument("--threads", default="1", help="OMP_NUM_THREADS for both trees, or 'default' (each its own)")
     p.add_argument("--new-args", default="", help="extra `sipvis track` arguments for the current tree")
     p.add_argument("--old-args", default="", help="extra `sipvis track` arguments for the release")
@@ -149,6 +167,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` still removes the release worktree
     env = thread_env(args.threads)
     with tempfile.TemporaryDirectory(prefix="sipvis-compare-") as tmp:
         work = Path(tmp)
@@ -187,14 +206,14 @@ def run_all(args: argparse.Namespace, trees: list[Tree], work: Path, skip: set[s
     for name, weights, frames in models:
         print(f"{name}: sipvis track to JSON, {frames} frames", file=sys.stderr)
         for tree in trees:  # untimed: converts/caches the weights, warms the disk cache
-            tree.track_fps(clip, weights, 2, work / f"warm_{tree.name}.json")
+            tree.track_fps(clip, weights, 1, work / f"warm_{tree.name}.json")
         fps = summary(alternate(args.rounds, trees, lambda t: t.track_fps(clip, weights, frames,
                                                                             work / f"{name}_{t.name}.json")))
         fps["speedup"] = fps["median"]["current"] / fps["median"]["release"]
         report[f"{name} end-to-end json fps"] = fps
     if "prepost" not in skip:
         print("R50 pre/post-processing, 640x360", file=sys.stderr)
-        runs = alternate(args.rounds, trees, lambda t: json.loads(t.python(PREPOST, str(clip), "5").splitlines()[-1]))
+        runs = alternate(args.rounds, trees, lambda t: json.loads(t.python(PREPOST, str(clip), str(args.prepost_reps)).splitlines()[-1]))
         for key in ("pre_ms", "post_ms"):
             part = summary(runs, key)
             part["ratio"] = part["median"]["release"] / part["median"]["current"]
