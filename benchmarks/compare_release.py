@@ -13,7 +13,8 @@ read.
     .venv/bin/python benchmarks/compare_release.py --new-args "--runtime onnxruntime" --json cmp.json
 
 End to end is frames / seconds of `sipvis track`'s own run of the input (`track_source`: decode to the
-closed JSON, model loading excluded; the CLI prints the same as `N frames at F fps`). `--new-args` / `--old-args` are appended to every `sipvis track` of that tree.
+closed JSON, model loading excluded; the CLI prints the same as `N frames at F fps`). `--new-args` /
+`--old-args` are appended to every `sipvis track` of that tree.
 """
 
 from __future__ import annotations
@@ -213,7 +214,8 @@ def run_all(args: argparse.Namespace, trees: list[Tree], work: Path, skip: set[s
         report[f"{name} end-to-end json fps"] = fps
     if "prepost" not in skip:
         print("R50 pre/post-processing, 640x360", file=sys.stderr)
-        runs = alternate(args.rounds, trees, lambda t: json.loads(t.python(PREPOST, str(clip), str(args.prepost_reps)).splitlines()[-1]))
+        runs = alternate(args.rounds, trees, lambda t: json.loads(
+            t.python(PREPOST, str(clip), str(args.prepost_reps)).splitlines()[-1]))
         for key in ("pre_ms", "post_ms"):
             part = summary(runs, key)
             part["ratio"] = part["median"]["release"] / part["median"]["current"]

@@ -86,7 +86,7 @@ def test_folded_reference_model_matches_the_original_raw_outputs():
         ours, unfolded = (m(torch.from_numpy(raw["input"])[None]) for m in (folded, model))
     assert _max_relative_deviation(ours, unfolded) <= 1e-5
     for level in range(5):
-        for name, tensor in ((f"cls_scores_{level}", ours.cls_logits[level]), (f"cof_preds_{level}", ours.coeffs[level]),
-                             (f"bbox_preds_{level}", ours.bbox_reg[level])):
+        for name, tensor in ((f"cls_scores_{level}", ours.cls_logits[level]),
+                             (f"cof_preds_{level}", ours.coeffs[level]), (f"bbox_preds_{level}", ours.bbox_reg[level])):
             expected = raw[name]
             assert np.abs(tensor[0].numpy() - expected).max() <= 1e-3 * (1 + np.abs(expected).max()), name
