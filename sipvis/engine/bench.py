@@ -19,7 +19,8 @@ initialisation and allocator growth would otherwise be charged to the first fram
 
 Then the real pipeline (`track_source`: reader thread, the network in the calling thread, a
 post-processing + tracking thread, writer thread, bounded queues between them) runs twice on the same
-frames: to a YouTube-VIS JSON, and to the JSON plus an annotated mp4. Because its stages overlap, its fps is higher than the sum of the stage times suggests; it is the number users get.
+frames: to a YouTube-VIS JSON, and to the JSON plus an annotated mp4. Because its stages overlap, its fps
+is higher than the sum of the stage times suggests; it is the number users get.
 """
 
 from __future__ import annotations
