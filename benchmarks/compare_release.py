@@ -53,7 +53,8 @@ main()
 """
 
 # Pre- and post-processing of one 640x360 frame with the R50 architecture (random weights: every frame has
-# `max_per_img` = 10 detections, the heaviest case), through the `Segmenter` stages both trees have.
+# `max_per_img` = 10 detections, the heaviest case), through the `Segmenter` stages both trees have, with
+# the intra-op threads each tree's `sipvis track` would use.
 PREPOST = r"""
 import json, statistics, sys, time
 import torch
@@ -62,6 +63,11 @@ from sipvis.engine.inference import Segmenter
 from sipvis.io.inputs import open_source
 
 clip, reps = sys.argv[1], int(sys.argv[2])
+try:  # the thread rule of the CLI's model commands, in a tree that has one
+    from sipvis.engine.threads import set_inference_threads
+    set_inference_threads()
+except ImportError:
+    pass
 seg = Segmenter(random_model(), "cpu")
 image = next(iter(open_source(clip, threaded=False, max_frames=1))).image
 pre, post = [], []
