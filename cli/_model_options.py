@@ -43,6 +43,7 @@ def model_options(batch: bool = True, max_dets: bool = True) -> Callable:
         options.append(click.option("--max-dets", type=COUNT, default=None,
                                     help="Most detections per frame (default: the model's, 10)."))
     options.append(runtime_option())
+    options.append(threads_option())
 
     def decorate(fn: Callable) -> Callable:
         for option in reversed(options):  # click lists options in decoration order, innermost last
@@ -86,8 +87,10 @@ def build_segmenter(weights: str | None, device: str, precision: str, batch: int
     """
     from sipvis.cli._progress import DownloadBars
     from sipvis.engine.inference import Segmenter
+    from sipvis.engine.threads import set_inference_threads
     from sipvis.weights import default_weights_name
 
+    set_inference_threads(requested_threads())
     overrides = {k: v for k, v in (("score_thr", score_thr), ("max_per_img", max_dets)) if v is not None}
     ctx = click.get_current_context(silent=True)
     runtime = ctx.meta.get(RUNTIME_KEY) if ctx else None
@@ -109,6 +112,31 @@ def class_indices(class_filter: tuple[str, ...] | list[str], class_names: tuple[
     if missing:
         raise SipvisError(f"unknown class {', '.join(missing)}; this model knows: {', '.join(class_names)}")
     return {class_names.index(n) for n in names}
+
+
+THREADS_HELP = ("Intra-op threads of the network on CPU (default 0: one per available core but one, left to "
+                "decoding and writing; OMP_NUM_THREADS is respected when set).")
+
+
+def _store_threads(ctx, param, value: int | None) -> None:
+    """`--threads` is kept in the click context (`requested_threads`), so the commands need no parameter; a
+    negative value is one clear line before any work."""
+    from sipvis.engine.threads import choose_threads
+
+    choose_threads(value, cores=1, default=1, environ={})  # raises SipvisError on a bad value
+    ctx.meta["sipvis.threads"] = value
+
+
+def threads_option():
+    """`--threads N` (0 = automatic, `sipvis.engine.threads.choose_threads`), read by `build_segmenter`."""
+    return click.option("--threads", type=int, default=0, show_default=True, expose_value=False,
+                        callback=_store_threads, help=THREADS_HELP)
+
+
+def requested_threads() -> int | None:
+    """The `--threads` value of the running command (None outside click or without the option)."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.meta.get("sipvis.threads")
 
 
 TRACKER_HELP = ("Tracker: 'original' is the paper's greedy matching, outputs identical to the authors' code; "

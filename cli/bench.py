@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sipvis.cli._model_options import resolve_tracker, tracker_option
+from sipvis.cli._model_options import resolve_tracker, threads_option, tracker_option
 from sipvis.cli._options import COUNT_OR_AUTO, NON_NEGATIVE
 
 RANDOM_NOTE = "random weights: throughput only"
@@ -29,8 +29,9 @@ def build_bench_segmenter(weights: str | None, device: str, precision: str, batc
     is cached) goes through the same builder as `track`; without either, a randomly initialised model of
     the default architecture is measured: speed does not depend on the weight values, and a benchmark
     should not start a large download."""
-    from sipvis.cli._model_options import build_segmenter
+    from sipvis.cli._model_options import build_segmenter, requested_threads
     from sipvis.engine.bench import random_model
+    from sipvis.engine.threads import set_inference_threads
     from sipvis.engine.inference import Segmenter, resolve_device, resolve_precision
     from sipvis.weights import default_weights_name, find_entry
 
@@ -38,6 +39,7 @@ def build_bench_segmenter(weights: str | None, device: str, precision: str, batc
         name = default_weights_name()
         entry = find_entry(name)
         if entry is not None and not entry.is_local and not entry.local_path().exists():
+            set_inference_threads(requested_threads())  # as build_segmenter does
             dev = resolve_device(device)
             segmenter = Segmenter(random_model(), dev, resolve_precision(precision, dev), batch)
             return segmenter, f"{name} (not cached; {RANDOM_NOTE})", True
@@ -59,6 +61,7 @@ def build_bench_segmenter(weights: str | None, device: str, precision: str, batc
 @click.option("--warmup", default=None, type=NON_NEGATIVE, help="Untimed passes over the first batch (default: 3 on CUDA, 1 on CPU).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Also write the figures to this JSON file.")
 @tracker_option()
+@threads_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; with --json, no table either.")
 def command(input_spec, weights, device, precision, batch, frames, size, warmup, json_path, tracker, quiet) -> None:
     """Measure the throughput of each pipeline stage (decode, pre-process, network, post-process,

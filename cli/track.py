@@ -41,6 +41,7 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
       sipvis track frames_dir/ -o results.json
       sipvis track clips/ -o results/ --format video,json,png
     """
+    from sipvis.engine.distributed import DistInfo, rank_device
     from sipvis.engine.pipeline import OutputFilter
     from sipvis.errors import SipvisError
     from sipvis.io.inputs import expand_inputs
@@ -57,18 +58,19 @@ def command(inputs, outputs, formats, weights, device, precision, batch, vid_str
     if not outputs and not show:
         raise SipvisError("no output: give -o out.mp4, -o out.json, -o out.txt or -o a_folder/ (or --show)")
     specs = expand_inputs(list(inputs))
-    segmenter, keep_classes = build_segmenter(weights, device, precision, batch, score_thr, max_dets, class_filter,
-                                              progress=not quiet)
+    info = DistInfo.from_env()  # under torchrun every rank tracks its share of the inputs
+    segmenter, keep_classes = build_segmenter(weights, rank_device(device, info), precision, batch, score_thr,
+                                              max_dets, class_filter, progress=not quiet and info.main)
     tracker = resolve_tracker(tracker, segmenter)
     frame_range = FrameRange(start, end, vid_stride, max_frames)
     run_all(specs, outputs, formats, segmenter, OutputFilter(keep_classes), frame_range, fps, trails, quiet, show,
-            tracker=tracker, mots_style=mots_style)
+            tracker=tracker, mots_style=mots_style, dist=info)
 
 
 def run_all(specs, outputs, formats, segmenter, output_filter, frame_range, fps: float | None, trails: bool,
-            quiet: bool, show: bool = False, tracker: str = "original", mots_style: str = "kitti") -> None:
+            quiet: bool, show: bool = False, tracker: str = "original", mots_style: str = "kitti", dist=None) -> None:
     """Track every input (`sipvis.engine.track_run.track_inputs`) with a progress bar per input, and print
-    where the results are."""
+    where the results are. `dist`: this rank under torchrun (bars and the shared results line on the first)."""
     from rich.console import Console
 
     from sipvis.cli._progress import frames_bar
@@ -86,8 +88,9 @@ def run_all(specs, outputs, formats, segmenter, output_filter, frame_range, fps:
         console.print(f"{source.name}: {stats.frames} frames at {stats.fps:.1f} fps -> "
                       + ", ".join(str(p) for kind in paths.values() for p in kind), highlight=False)
 
+    main = dist is None or dist.main
     plan = track_inputs(specs, outputs, formats, segmenter, output_filter, frame_range, fps=fps, trails=trails,
-                        open_window=open_window, progress=frames_bar(console, quiet), on_done=done,
-                        tracker=tracker, mots_style=mots_style)
-    if plan.json_all:
+                        open_window=open_window, progress=frames_bar(console, quiet or not main), on_done=done,
+                        tracker=tracker, mots_style=mots_style, dist=dist)
+    if plan.json_all and main:
         console.print(f"results: {', '.join(str(p) for p in plan.json_all)}", highlight=False)

@@ -17,9 +17,10 @@ so a stage is charged for the kernels it launched and not for the ones before it
 run through the model `warmup` times (untimed) first: cuDNN algorithm selection, lazy CUDA
 initialisation and allocator growth would otherwise be charged to the first frames.
 
-Then the real pipeline (`track_source`: decode thread, bounded queues, writer thread) runs twice on the
-same frames: to a YouTube-VIS JSON, and to the JSON plus an annotated mp4. Because its stages overlap,
-its fps is higher than the sum of the stage times suggests; it is the number users get.
+Then the real pipeline (`track_source`: reader thread, the network in the calling thread, a
+post-processing + tracking thread, writer thread, bounded queues between them) runs twice on the same
+frames: to a YouTube-VIS JSON, and to the JSON plus an annotated mp4. Because its stages overlap, its fps
+is higher than the sum of the stage times suggests; it is the number users get.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import torch
 
 from sipvis.errors import SipvisError
 from sipvis.model.config import SipMaskConfig
+from sipvis.model.fold import folded_for_inference
 from sipvis.model.head import HeadOutputs
 from sipvis.model.postprocess import Detections, FrameGeometry
 from sipvis.model.postprocess import postprocess as decode_detections
@@ -110,7 +111,8 @@ class Segmenter:
     def __init__(self, model: SipMaskVIS, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  batch_size: int = 1) -> None:
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        # frozen BatchNorm folded into the convolutions (a copy: a model being trained is never rewritten)
+        self.model = folded_for_inference(model.eval(), channels_last=self.device.type == "cpu").to(self.device)
         self.cfg: SipMaskConfig = model.cfg
         self.dtype = dtype
         self.batch_size = max(1, int(batch_size or default_batch_size(self.device)))

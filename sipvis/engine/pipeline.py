@@ -93,11 +93,17 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
 
     `source` should be opened with `threaded=False`: decoding and the host-side resize share one
     reader thread here. `tracker`: fresh state for this input (default: a new `OriginalTracker`).
+
+    Four threads overlap: the reader (decode, resize), this one (upload, normalise, the network), the
+    post-processor (`Segmenter.postprocess` and `assign_tracks`, in frame order: the tracker is
+    sequential) and the writer (the sinks). The network's thread does nothing else, so the run goes as
+    fast as the network when the other stages together fit on the remaining cores.
     """
     tracker = tracker or OriginalTracker()
     output_filter = output_filter or OutputFilter()
     corrections = ScoreCorrections(tracker)
     gaps = _Gaps()
+    stats = RunStats()
 
     def decode_and_prepare():
         for frame in source.frames(keep_gaps=True):
@@ -125,25 +131,38 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
             if progress is not None:
                 progress(1)
 
-    stats = RunStats()
-    start = time.perf_counter()
-    writer = BackgroundWorker(write, maxsize=queue_size, name=f"sipvis-writer:{source.name}")
-    try:
-        prepared = threaded_iter(decode_and_prepare, maxsize=max(queue_size, 2 * segmenter.batch_size),
-                                 name=f"sipvis-reader:{source.name}")
-        for frame, instances in segmenter.track_prepared(prepared, tracker):
+    # a stand-in segmenter that scripts `detect` itself (tests) runs it whole in the network's thread
+    split = type(segmenter).detect is Segmenter.detect
+
+    def post(item) -> None:  # in the post-processing thread: detections, tracks, hand-over to the writer
+        if item is None:  # the end of the input: the unreadable frames after the last readable one
+            submit_gaps(gaps.before(None))
+            return
+        batch, outputs = item
+        dets = segmenter.postprocess(outputs, batch) if split else outputs
+        for frame, instances in segmenter.assign_tracks(batch, dets, tracker):
             submit_gaps(gaps.before(frame.index))
             writer.submit((frame.source, output_filter(corrections(instances))))
             stats.frames += 1
+
+    start = time.perf_counter()
+    writer = BackgroundWorker(write, maxsize=queue_size, name=f"sipvis-writer:{source.name}")
+    poster = BackgroundWorker(post, maxsize=2, name=f"sipvis-post:{source.name}")
+    workers = (poster, writer)  # finished in this order: what the post-processor finishes reaches the writer
+    try:
+        prepared = threaded_iter(decode_and_prepare, maxsize=max(queue_size, 2 * segmenter.batch_size),
+                                 name=f"sipvis-reader:{source.name}")
+        for batch in segmenter.batches(prepared):
+            poster.submit((batch, segmenter.forward(segmenter.preprocess(batch)) if split else segmenter.detect(batch)))
             if progress is not None:
-                progress(1)
-        submit_gaps(gaps.before(None))
+                progress(len(batch))
+        poster.submit(None)
     except StopRequested:
         pass
     except BaseException as exc:
-        _finish(writer, sinks, stats, start, delivered, failure=exc)
+        _finish(workers, sinks, stats, start, delivered, failure=exc)
         raise
-    _finish(writer, sinks, stats, start, delivered)
+    _finish(workers, sinks, stats, start, delivered)
     return stats
 
 
@@ -174,20 +193,22 @@ class _Gaps:
         return self._by_next.pop(index, [])
 
 
-def _finish(writer: BackgroundWorker, sinks: Sequence[Sink], stats: RunStats, start: float, delivered: list[int],
-            failure: BaseException | None = None) -> None:
-    """Write what was processed (everything, even on Ctrl-C) and close every sink; but when the run failed
-    before any frame reached every sink (`delivered[0]`, counted by the writer), abort them. The first error decides: `failure`
-    (re-raised by the caller) or the first error here, raised; the others are warnings."""
+def _finish(workers: Sequence[BackgroundWorker], sinks: Sequence[Sink], stats: RunStats, start: float,
+            delivered: list[int], failure: BaseException | None = None) -> None:
+    """Write what was processed (everything, even on Ctrl-C: each worker finished in order, even if an
+    earlier one failed) and close every sink; but when the run failed before any frame reached every sink
+    (`delivered[0]`, counted by the writer), abort them. The first error decides: `failure` (re-raised by
+    the caller) or the first error here, raised; the others are warnings."""
     error = failure
-    # a stop signal arriving now must not cut the writer's join short (sinks closed while it still writes)
+    # a stop signal arriving now must not cut a worker's join short (sinks closed while it still writes)
     with shielded():
-        try:
-            writer.finish()
-        except StopRequested:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - a sink's write error: every sink is still closed
-            error = error or exc
+        for worker in workers:
+            try:
+                worker.finish()
+            except StopRequested:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - a stage's error: every sink is still closed
+                error = error or exc
         stats.seconds = time.perf_counter() - start
         if error is None:
             close_all(sinks)
@@ -197,3 +218,4 @@ def _finish(writer: BackgroundWorker, sinks: Sequence[Sink], stats: RunStats, st
             close_all(sinks, error)
     if error is not None and failure is None:
         raise error
+

@@ -22,15 +22,18 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sipvis.engine.distributed import DistInfo, barrier
 from sipvis.engine.inference import Segmenter
 from sipvis.engine.pipeline import OutputFilter, RunStats, track_source
 from sipvis.errors import SipvisError
 from sipvis.model.config import SipMaskConfig
+from sipvis.io.files import load_json
 from sipvis.io.formats import MOTS_STYLES, InstancePngSink, MotsTxtSink
 from sipvis.io.inputs import open_source
 from sipvis.io.sinks import AnnotatedVideoSink, ResultsJson, Sink, WindowSink, abort_all
 from sipvis.io.source import FrameRange, FrameSource
 from sipvis.io.video_writer import CONTAINERS
+from sipvis.io.ytvis_results import write_results_json
 from sipvis.track import new_tracker
 
 # what a file `-o` holds, by extension (every video container the writer knows is a video)
@@ -144,7 +147,8 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
                  output_filter: OutputFilter | None = None, frame_range: FrameRange = FrameRange(), *,
                  fps: float | None = None, trails: bool = False, open_window: OpenWindow | None = None,
                  progress: Progress | None = None, on_done: OnDone | None = None,
-                 tracker: str = "original", mots_style: str = "kitti") -> OutputPlan:
+                 tracker: str = "original", mots_style: str = "kitti",
+                 dist: DistInfo | None = None) -> OutputPlan:
     """Track every input of `specs` (from `expand_inputs`) into the outputs planned from `outputs` and
     `formats` (see `plan_outputs`); returns the plan.
 
@@ -156,6 +160,7 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
         progress, on_done: see the module docstring.
         tracker: 'original' or 'robust' (`sipvis.track.new_tracker`); each input gets a fresh one.
         mots_style: frame numbering of MOTS text outputs: 'kitti' (0-based) or 'mots-challenge' (1-based).
+        dist: this process's place under torchrun (`DistInfo.from_env()`; default alone): see `shard_of`.
     """
     new_tracker(tracker)  # an unknown name fails before any input is opened
     progress = progress or (lambda source: contextlib.nullcontext())
@@ -166,18 +171,53 @@ def track_inputs(specs: Sequence, outputs: Sequence[str], formats: Sequence[str]
                                        frame_range.max_frames, fps=fps, threaded=False))
         plan = plan_outputs([s.name for s in sources], outputs, formats,
                             [f for s in sources for f in s.input_files()])
-        shared_json = [ResultsJson(path, segmenter.cfg.category_ids) for path in plan.json_all]
+        dist = dist or DistInfo()
+        shared_json = [ResultsJson(rank_part(path, dist), segmenter.cfg.category_ids) for path in plan.json_all]
+        if dist.enabled:
+            for target in shared_json:
+                target.path.unlink(missing_ok=True)  # a part left by an interrupted run
         for video_id, (source, paths) in enumerate(zip(sources, plan.per_input), start=1):
+            if not shard_of(video_id - 1, dist):
+                continue
             sinks = _open_sinks(source, paths, segmenter.cfg, trails, open_window,
                                 [target.video(video_id) for target in shared_json], MOTS_STYLES[mots_style])
             with progress(source) as advance:
                 stats = track_source(source, segmenter, sinks, new_tracker(tracker), output_filter, progress=advance)
             if on_done is not None:
                 on_done(source, stats, paths)
+        if dist.enabled:
+            for path in plan.json_all:
+                merge_rank_parts(path, dist)
         return plan
     finally:
         for source in sources:
             source.close()
+
+
+def shard_of(position: int, dist: DistInfo) -> bool:
+    """Whether the input at `position` (0-based, input order) is this rank's: under `torchrun --nproc_per_node
+    N`, rank r tracks inputs r, r + N, r + 2N... (as `eval --dataset` shares videos). Each writes its inputs'
+    own outputs; a results JSON shared by every input is merged by the first rank (`merge_rank_parts`), so
+    the outputs are those of one process."""
+    return position % dist.world_size == dist.rank
+
+
+def rank_part(path: Path, dist: DistInfo) -> Path:
+    """Where this rank collects its videos' entries of the shared results JSON `path` (`path` when alone)."""
+    return path if not dist.enabled else path.with_name(f".{path.name}.rank{dist.rank}")
+
+
+def merge_rank_parts(path: Path, dist: DistInfo) -> None:
+    """Once every rank is done, the first one writes `path` from the ranks' parts, video ids in input order
+    (each video's entries in their order), and removes the parts."""
+    barrier()
+    if not dist.main:
+        return
+    parts = [rank_part(path, DistInfo(r, dist.world_size)) for r in range(dist.world_size)]
+    entries = [e for part in parts if part.exists() for e in load_json(part, "results part")]
+    write_results_json(path, sorted(entries, key=lambda e: e["video_id"]))  # a stable sort
+    for part in parts:
+        part.unlink(missing_ok=True)
 
 
 def _open_sinks(source: FrameSource, paths: dict[str, list[Path]], cfg: SipMaskConfig, trails: bool,

@@ -19,8 +19,15 @@ from sipvis.results import FrameInstances
 
 def encode_rle(mask: np.ndarray) -> dict:
     """(H, W) bool -> compressed RLE with `counts` as str."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")}
+    return encode_rles(mask[None])[0]
+
+
+def encode_rles(masks: np.ndarray) -> list[dict]:
+    """(N, H, W) bool -> N compressed RLEs (`encode_rle` each), from one column-major copy and one call."""
+    if len(masks) == 0:
+        return []
+    encoded = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))  # (H, W, N)
+    return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")} for rle in encoded]
 
 
 class VideoResultsBuilder:
@@ -41,11 +48,11 @@ class VideoResultsBuilder:
         """Append the next processed frame (its position in `segmentations` is the call order)."""
         position = self.num_frames
         self.num_frames += 1
-        for i in range(len(frame)):
+        for i, rle in enumerate(encode_rles(frame.masks)):
             track = self._tracks[int(frame.track_ids[i])]
             track["scores"][position] = float(frame.scores[i])
             track["labels"].append(int(frame.labels[i]))
-            track["segms"][position] = encode_rle(frame.masks[i])
+            track["segms"][position] = rle
 
     def results(self, score_overrides: dict[tuple[int, int], float] | None = None,
                 classes: dict[int, int] | None = None, category_ids: Sequence[int] = ()) -> list[dict]:
