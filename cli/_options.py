@@ -20,11 +20,35 @@ def split_commas(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     """'640x360' (also 'X' or '×') -> (width, height); anything else raises a one-line SipvisError.
-    Range checks belong to the command: what fits depends on what the size is for."""
+    Range checks belong to the command: what fits depends on what the size is for (`Size` checks them
+    for an option)."""
     m = _SIZE_RE.match(text)
     if not m:
         raise SipvisError(f"{option} must look like WIDTHxHEIGHT, e.g. 640x360; got {text!r}")
     return int(m.group(1)), int(m.group(2))
+
+
+class Size(click.ParamType):
+    """A WIDTHxHEIGHT option -> (width, height), checked while the command line is parsed: the format,
+    both sides in [low, high], and even sides when `even` (what mp4 encoding needs)."""
+
+    name = "WIDTHxHEIGHT"
+
+    def __init__(self, low: int = 1, high: int = 4096, even: bool = False) -> None:
+        self.low, self.high, self.even = low, high, even
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        m = _SIZE_RE.match(str(value))
+        if not m:
+            self.fail(f"{value!r} must look like WIDTHxHEIGHT, e.g. 640x360.", param, ctx)
+        width, height = int(m.group(1)), int(m.group(2))
+        if not (self.low <= width <= self.high and self.low <= height <= self.high):
+            self.fail(f"{value!r}: width and height must be between {self.low} and {self.high}.", param, ctx)
+        if self.even and (width % 2 or height % 2):
+            self.fail(f"{value!r}: width and height must be even.", param, ctx)
+        return width, height
 
 
 class FiniteFloat(click.FloatRange):
@@ -48,3 +72,5 @@ SCORE = FiniteFloat(min=0, max=1)  # a detection score threshold: --score-thr
 COUNT = click.IntRange(min=1)  # at least one: --max-dets, --max-frames, --vid-stride, --subset, a camera --width
 COUNT_OR_AUTO = click.IntRange(min=0)  # 0 means "the default for the device": --batch, bench --frames
 NON_NEGATIVE = click.IntRange(min=0)  # --warmup, --reconnect, --camera
+DURATION = FiniteFloat(min=0, min_open=True)  # a run's length in seconds: live --duration
+FRACTION = FiniteFloat(min=0, max=1, min_open=True, max_open=True)  # a share strictly between 0 and 1: --ratio

@@ -8,20 +8,9 @@ from pathlib import Path
 import click
 
 from sipvis.cli._model_options import resolve_tracker, threads_option, tracker_option
-from sipvis.cli._options import COUNT_OR_AUTO, NON_NEGATIVE
+from sipvis.cli._options import COUNT_OR_AUTO, NON_NEGATIVE, Size
 
 RANDOM_NOTE = "random weights: throughput only"
-
-
-def bench_size(text: str) -> tuple[int, int]:
-    """'640x360' -> (640, 360), even and between 64 and 4096 (what the clip encoder and the model take)."""
-    from sipvis.cli._options import parse_size
-    from sipvis.errors import SipvisError
-
-    width, height = parse_size(text)
-    if width % 2 or height % 2 or not (64 <= width <= 4096 and 64 <= height <= 4096):
-        raise SipvisError(f"--size {text}: width and height must be even and between 64 and 4096")
-    return width, height
 
 
 def build_bench_segmenter(weights: str | None, device: str, precision: str, batch: int, quiet: bool):
@@ -57,7 +46,8 @@ def build_bench_segmenter(weights: str | None, device: str, precision: str, batc
 @click.option("--precision", default="auto", show_default=True, help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
 @click.option("--batch", default=0, type=COUNT_OR_AUTO, help="Frames per forward pass (default: 8 on CUDA, 1 on CPU).")
 @click.option("--frames", default=0, type=COUNT_OR_AUTO, help="Frames to measure (default: 256 on CUDA, 4 on CPU).")
-@click.option("--size", default=None, help="Size of the generated clip when no INPUT is given (default 640x360).")
+@click.option("--size", default=None, type=Size(64, 4096, even=True),
+              help="Size of the generated clip when no INPUT is given (default 640x360).")
 @click.option("--warmup", default=None, type=NON_NEGATIVE, help="Untimed passes over the first batch (default: 3 on CUDA, 1 on CPU).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Also write the figures to this JSON file.")
 @tracker_option()
@@ -80,7 +70,7 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
     # options a user can get wrong are checked before the heavy imports (torch, av)
     if input_spec is not None and size is not None:
         raise SipvisError("--size sets the size of the generated clip; it cannot be combined with INPUT")
-    dims = bench_size(size or "640x360")
+    dims = size or (640, 360)
     json_out = Path(json_path) if json_path else None
     if json_out is not None and not json_out.parent.exists():
         raise SipvisError(f"cannot write {json_out}: folder {json_out.parent} does not exist")

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import click
 
 from sipvis.cli._model_options import build_segmenter, model_options, tracker_option
-from sipvis.cli._options import COUNT, FiniteFloat, split_commas
+from sipvis.cli._options import COUNT, FRACTION, split_commas
 from sipvis.errors import SipvisError
 
 _STAT_LABELS = (
@@ -70,7 +70,7 @@ _MOTS_FORMATS = ("kitti-mots", "mots-challenge")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Output folder: --make-split writes train.json/holdout.json there; --dataset writes "
                    "results.json, results.zip and per-video files there (default runs/eval/SPLIT).")
-@click.option("--ratio", type=FiniteFloat(), default=0.1, show_default=True,
+@click.option("--ratio", type=FRACTION, default=0.1, show_default=True,
               help="Holdout fraction of the videos (--make-split).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (--make-split).")
 @click.option("--dataset", type=click.Choice(["youtube-vis", "coco"]), default=None,

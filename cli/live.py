@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from sipvis.cli._model_options import build_segmenter, model_options, resolve_tracker, tracker_option
-from sipvis.cli._options import COUNT, NON_NEGATIVE, RATE, FiniteFloat
+from sipvis.cli._options import COUNT, DURATION, NON_NEGATIVE, RATE
 from sipvis.cli._window import Window as _Window
 from sipvis.cli._window import check_display
 
@@ -31,7 +31,7 @@ KEYS_HELP = "q/Esc quit, space pause, s snapshot, r record"
 @click.option("--output", "-o", default=None, help="Record the annotated stream to this video file (r toggles).")
 @click.option("--json", "json_path", default=None, help="Write the run's tracked results (YouTube-VIS JSON).")
 @click.option("--no-window", is_flag=True, help="Headless: no window, a status line every second.")
-@click.option("--duration", type=FiniteFloat(), default=None, help="Stop after this many seconds.")
+@click.option("--duration", type=DURATION, default=None, help="Stop after this many seconds.")
 @click.option("--reconnect", type=NON_NEGATIVE, default=5, show_default=True,
               help="Tries to reopen a stream that drops (back-off 1, 2, 4... s) before giving up.")
 @tracker_option()
@@ -56,8 +56,6 @@ def command(camera, source, width, height, fps, realtime, weights, device, preci
         raise SipvisError("give either --camera or --source, not both")
     if source is not None and (width or height or fps):
         raise SipvisError("--width/--height/--fps are requests to a camera; with --source the stream decides")
-    if duration is not None and duration <= 0:
-        raise SipvisError(f"--duration must be positive, got {duration:g}")
     if output is not None:
         from sipvis.io.video_writer import CONTAINERS
 

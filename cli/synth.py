@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sipvis.cli._options import parse_size
+from sipvis.cli._options import COUNT, Size
 from sipvis.errors import SipvisError
 
 def parse_classes(text: str) -> tuple[str, ...]:
@@ -24,11 +24,12 @@ def parse_classes(text: str) -> tuple[str, ...]:
 
 @click.command("synth")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--videos", default=20, show_default=True, type=int, help="Number of videos.")
-@click.option("--frames", default=36, show_default=True, type=int, help="Frames per video.")
+@click.option("--videos", default=20, show_default=True, type=COUNT, help="Number of videos.")
+@click.option("--frames", default=36, show_default=True, type=COUNT, help="Frames per video.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed; same arguments give identical files.")
 @click.option("--split", default="train", show_default=True, help="Split name: OUT/SPLIT/JPEGImages and OUT/annotations/SPLIT.json.")
-@click.option("--size", "size", default="640x360", show_default=True, help="Frame size WIDTHxHEIGHT.")
+@click.option("--size", "size", default="640x360", show_default=True, type=Size(64, 4096),
+              help="Frame size WIDTHxHEIGHT.")
 @click.option(
     "--classes",
     default="5",
@@ -39,7 +40,7 @@ def parse_classes(text: str) -> tuple[str, ...]:
 @click.option("--clips/--no-clips", default=True, show_default=True, help="Also write OUT/SPLIT/videos/<video>.mp4 (10 fps).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary line.")
 def command(
-    out: Path, videos: int, frames: int, seed: int, split: str, size: str, classes: str, clips: bool, quiet: bool
+    out: Path, videos: int, frames: int, seed: int, split: str, size: tuple[int, int], classes: str, clips: bool, quiet: bool
 ) -> None:
     """Write a synthetic YouTube-VIS-format dataset to OUT.
 
@@ -54,7 +55,7 @@ def command(
     from sipvis.cli._progress import count_bar
     from sipvis.data.synth import SynthConfig, generate
 
-    width, height = parse_size(size)
+    width, height = size
     cfg = SynthConfig(
         videos=videos, frames=frames, seed=seed, split=split, width=width, height=height,
         classes=parse_classes(classes), clips=clips,

@@ -121,8 +121,6 @@ def one_line_error(exit_code: int, stderr: str, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (("--size", "320x191"), ("--size 320x191", "even")),
-    (("--size", "big"), ("WIDTHxHEIGHT",)),
     (("clip.mp4", "--size", "320x192"), ("cannot be combined with INPUT",)),
     (("--precision", "fp16", "--device", "cpu"), ("fp16 is not supported on CPU",)),
     (("--json", "/nonexistent_dir/x.json"), ("cannot write", "does not exist")),
@@ -134,6 +132,19 @@ def test_user_errors_are_one_line(args, fragments):
 
     result = CliRunner().invoke(cli, ["bench", *args])  # in-process: these fail before any model is built
     one_line_error(result.exit_code, result.stderr, *fragments)
+
+
+@pytest.mark.parametrize("size, fragment", [("320x191", "must be even"), ("big", "must look like WIDTHxHEIGHT"),
+                                            ("32x32", "between 64 and 4096")])
+def test_bad_sizes_are_usage_errors(size, fragment):
+    from click.testing import CliRunner
+
+    from sipvis.cli import cli
+
+    result = CliRunner().invoke(cli, ["bench", "--size", size])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '--size'")
+    assert fragment in result.stderr
 
 
 def test_missing_input_is_one_line(tiny, tmp_path):

@@ -187,7 +187,7 @@ def test_make_split_reproducible(tmp_path: Path) -> None:
 
 def test_make_split_bad_ratio(tmp_path: Path) -> None:
     r = run("--make-split", "--gt", str(_case("perfect") / "gt.json"), "--out", str(tmp_path), "--ratio", "1.5")
-    assert r.exit_code == 1 and "--ratio must be between 0 and 1" in r.stderr
+    assert r.exit_code == 2 and "Invalid value for '--ratio'" in r.stderr and "0<x<1" in r.stderr
 
 
 # ------------------------------------------------------------------------------------ end to end

@@ -291,6 +291,10 @@ TRACK = ["track", "in.mp4", "-o", "out.json"]
     (["eval", "--gt", "a.json", "--results", "r.json", "--score-thr", "inf"], "--score-thr", "'inf' is not a"),
     (["bench", "--frames", "-4"], "--frames", "-4 is not in the range x>=0"),
     (["bench", "--warmup", "-1"], "--warmup", "-1 is not in the range x>=0"),
+    (["bench", "--size", "641x360"], "--size", "'641x360': width and height must be even"),
+    (["live", "--source", "x.mp4", "--no-window", "--duration", "0"], "--duration", "0.0 is not in the range x>0"),
+    (["eval", "--make-split", "--gt", "a.json", "--out", "o", "--ratio", "1.5"], "--ratio", "1.5 is not in the range 0<x<1"),
+    (["synth", "out", "--videos", "0"], "--videos", "0 is not in the range x>=1"),
     (["demo", "--frames", "0"], "--frames", "0 is not in the range x>=1"),
     (["demo", "--score-thr", "nan"], "--score-thr", "'nan' is not a finite number"),
 ])

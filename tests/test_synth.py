@@ -310,12 +310,9 @@ def test_cli_summary_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--size", "640by360"], "Error: --size must look like WIDTHxHEIGHT, e.g. 640x360; got '640by360'"),
-        (["--size", "16x16"], "Error: --size width must be between 64 and 4096 pixels, got 16"),
         (["--size", "641x360"], "Error: mp4 clips need an even width and height, got 641x360; use an even --size or --no-clips"),
         (["--classes", "13"], "Error: --classes must be between 1 and 12, got 13"),
         (["--classes", "circle,blob"], "Error: unknown class 'blob'; known classes: " + ", ".join(SHAPES)),
-        (["--videos", "0"], "Error: --videos must be at least 1, got 0"),
         (["--split", "../x"], "Error: --split must be a plain folder name (letters, digits, . _ -), got '../x'"),
     ],
 )
@@ -323,6 +320,23 @@ def test_cli_bad_arguments_one_line(tmp_path: Path, args: list[str], message: st
     res = _run([str(tmp_path / "d"), "--quiet", *args])
     assert res.exit_code == 1
     assert res.stderr.splitlines() == [message]
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "640by360"], "Invalid value for '--size': '640by360' must look like WIDTHxHEIGHT, e.g. 640x360."),
+        (["--size", "16x16"], "Invalid value for '--size': '16x16': width and height must be between 64 and 4096."),
+        (["--videos", "0"], "Invalid value for '--videos': 0 is not in the range x>=1."),
+        (["--frames", "-3"], "Invalid value for '--frames': -3 is not in the range x>=1."),
+    ],
+)
+def test_cli_bad_values_refused_while_parsing(tmp_path: Path, args: list[str], message: str) -> None:
+    """Option values are checked as the command line is parsed: click's usage error, exit status 2."""
+    res = _run([str(tmp_path / "d"), "--quiet", *args])
+    assert res.exit_code == 2
+    assert res.stderr.splitlines()[-1] == f"Error: {message}"
     assert not (tmp_path / "d").exists()
 
 
@@ -356,8 +370,8 @@ def test_console_script_error_is_one_line(tmp_path: Path) -> None:
         [sys.executable, "-c", code, "synth", str(tmp_path / "d"), "--size", "x360"],
         capture_output=True, text=True, timeout=60,
     )
-    assert proc.returncode == 1
-    assert proc.stderr.splitlines() == ["Error: --size must look like WIDTHxHEIGHT, e.g. 640x360; got 'x360'"]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "Error: Invalid value for '--size': 'x360' must look like WIDTHxHEIGHT, e.g. 640x360."
 
 
 def test_config_validation_in_library() -> None:

@@ -54,6 +54,8 @@ def folded_for_inference(model: nn.Module, channels_last: bool = False) -> nn.Mo
     own convolution (taken for small maps, e.g. the demo model's head on the coarse levels) otherwise
     copies every weight into that layout at every call; oneDNN's reorders them anyway (R50: no change).
     """
+    if not isinstance(model, nn.Module):  # an exported network (sipvis.runtime): compiled as it is
+        return model
     fold = any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
     relayout = channels_last and any(p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last)
                                      for p in model.parameters())
