@@ -160,3 +160,19 @@ def test_sipmask_pp_export_without_rescoring_weights_is_one_line():
     text["mask_rescoring"] = "not base64!"
     with pytest.raises(SipvisError, match="old.onnx is not a sipvis export .*mask_rescoring"):
         ExportInfo.from_json(json.dumps(text), "old.onnx")
+
+
+@pytest.mark.slow
+def test_bench_takes_runtime(tmp_path, monkeypatch):
+    """`sipvis bench --runtime onnxruntime`: the network it measures is the exported one (exported once
+    into the weights cache), and the figures are written."""
+    needs("onnx")
+    monkeypatch.setenv("SIPVIS_HOME", str(tmp_path / "home"))
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "--weights", "demo", "--device", "cpu", "--runtime", "onnxruntime", "--frames", "1",
+                     "--size", "128x96", "-q", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Exporting demo for onnxruntime" in result.output
+    assert list((tmp_path / "home" / "weights" / "exported").glob("*-onnx-dynamic-*.onnx"))
+    figures = json.loads(out.read_text())
+    assert figures["stages"]["network"]["frames"] == 1 and figures["end_to_end"]["end-to-end json"]["frames"] == 1
