@@ -1,5 +1,5 @@
 """The COCO image models through the export/runtime path (`sipvis export`, `--weights model.onnx`,
-`--runtime onnxruntime`): the exported 544x544 real-time R50 (ONNX, OpenVINO) and SipMask++ (ONNX, with the
+`--runtime onnxruntime`): the exported 544x544 real-time R50 (ONNX, OpenVINO, TorchScript) and SipMask++ (ONNX, with the
 mask re-scoring in torch, its weights in the metadata) run through the `Segmenter` and pass test_coco_parity's
 own checks against the ORIGINAL SipMask-mmdetection outputs (../shared/reference/sipmask_coco, the README's
 tolerances): those test functions are called with the exported model behind their `segmenter`.
@@ -176,3 +176,13 @@ def test_bench_takes_runtime(tmp_path, monkeypatch):
     assert list((tmp_path / "home" / "weights" / "exported").glob("*-onnx-dynamic-*.onnx"))
     figures = json.loads(out.read_text())
     assert figures["stages"]["network"]["frames"] == 1 and figures["end_to_end"]["end-to-end json"]["frames"] == 1
+
+
+@pytest.mark.slow
+def test_torchscript_export_of_the_544_r50_reproduces_the_original(reference_pth, tmp_path, monkeypatch):
+    out = tmp_path / "r50.ts"
+    result = run_cli("export", "--weights", str(reference_pth(R50)), "--format", "torchscript", "-o", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    segmenter = Segmenter.from_checkpoint(str(out), device="cpu", precision="fp32")
+    assert segmenter.model.runtime == "torchscript" and segmenter.cfg.task == "image"
+    check_against_original(monkeypatch, segmenter, R50)
