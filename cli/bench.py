@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sipvis.cli._model_options import resolve_tracker, threads_option, tracker_option
+from sipvis.cli._model_options import resolve_tracker, runtime_option, threads_option, tracker_option
 from sipvis.cli._options import COUNT_OR_AUTO, NON_NEGATIVE, Size
 
 RANDOM_NOTE = "random weights: throughput only"
@@ -52,6 +52,7 @@ def build_bench_segmenter(weights: str | None, device: str, precision: str, batc
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Also write the figures to this JSON file.")
 @tracker_option()
 @threads_option()
+@runtime_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; with --json, no table either.")
 def command(input_spec, weights, device, precision, batch, frames, size, warmup, json_path, tracker, quiet) -> None:
     """Measure the throughput of each pipeline stage (decode, pre-process, network, post-process,

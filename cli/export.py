@@ -70,6 +70,16 @@ def _export(weights, fmt: str, output, fixed, quiet: bool) -> list:
         size = "dynamic size" if fixed is None else f"fixed size {fixed[1]}x{fixed[0]}"
         click.echo(f"{fmt}, {size}, {len(model.cfg.class_names)} classes; parity vs eager fp32 "
                    f"(max |diff| <= 1e-3 (1 + max |eager|)):")
+        if model.cfg.task == "image":
+            click.echo(_image_model_line(model.cfg))
         for r in rows:
             click.echo(f"  {r.name:<14} {r.max_abs:10.3g}  tol {r.tolerance:8.3g}  {'ok' if r.ok else 'FAIL'}")
     return rows
+
+
+def _image_model_line(cfg) -> str:
+    """What the export of an image model holds beside the network (category ids, the re-scoring)."""
+    from sipvis.model.families import family_name
+
+    rescoring = "; its mask re-scoring runs in torch, weights in the file's metadata" if cfg.mask_rescoring else ""
+    return f"  {family_name(cfg)}, category ids in the metadata{rescoring}"

@@ -161,7 +161,7 @@ WRITERS: dict[str, Callable] = {"onnx": write_onnx, "openvino": write_openvino, 
 
 
 def export_model(model: torch.nn.Module, fmt: str, path: str | Path, size: tuple[int, int] | None = None) -> Path:
-    """Write `model` (eager SipMaskVIS) as `fmt` to `path`.
+    """Write `model` (eager SipMaskVIS: a VIS or an image model) as `fmt` to `path`.
 
     Args:
         size: (Hp, Wp) multiples of the size divisor for a fixed-size export; None: dynamic height and
@@ -176,7 +176,8 @@ def export_model(model: torch.nn.Module, fmt: str, path: str | Path, size: tuple
         raise SipvisError(f"--size {size[1]}x{size[0]}: width and height must be positive multiples of "
                           f"{model.cfg.size_divisor} (the padded input size)")
     path = Path(path)
-    info = ExportInfo(model.cfg, size, versions(fmt))
+    scoring = model.head.mask_scoring  # SipMask++: runs in torch in the post-processing, weights in the metadata
+    info = ExportInfo(model.cfg, size, versions(fmt), scoring.state_dict() if scoring is not None else None)
     with torch.no_grad():
         WRITERS[fmt](model.eval(), path, sample_input(model.cfg, size), info, size is None)
     return path

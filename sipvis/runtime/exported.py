@@ -1,8 +1,16 @@
 """What every exported model shares: the flat output order of `HeadOutputs`, the metadata embedded in the
-file (model config, class names, input size, versions), and the callable wrapper the `Segmenter` runs."""
+file (model config, class names, input size, versions), and the callable wrapper the `Segmenter` runs.
+
+Image models (`cfg.task` "image"): the exported graph is the network (backbone, FPN, head), as for the VIS
+model. SipMask++'s mask re-scoring runs in the post-processing on each detection's cropped soft mask (a
+variable number of masks of a variable size, after NMS), so it stays in torch beside the exported network:
+its weights (~112k parameters) travel in the metadata as base64 safetensors (`mask_rescoring`), and the
+`ExportedModel` rebuilds it as `head.mask_scoring`, where the `Segmenter` looks for it.
+"""
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 from dataclasses import dataclass, replace
@@ -12,7 +20,7 @@ import torch
 
 from sipvis.errors import SipvisError
 from sipvis.model.config import SipMaskConfig
-from sipvis.model.head import HeadOutputs
+from sipvis.model.head import HeadOutputs, MaskRescoring
 
 METADATA_KEY = "sipvis"  # ONNX metadata_props key, OpenVINO rt_info key, TorchScript extra file stem
 METADATA_FORMAT = "sipvis-export"
@@ -72,16 +80,26 @@ class ExportInfo:
         cfg: the model config (class names included).
         input_size: (Hp, Wp) for a fixed-size export, None for a dynamic one.
         versions: package versions that made the file (sipvis, torch, the target runtime).
+        rescoring: the SipMask++ mask re-scoring state dict (`MaskRescoring`, float32), None without one.
     """
 
     cfg: SipMaskConfig
     input_size: tuple[int, int] | None
     versions: dict
+    rescoring: dict[str, torch.Tensor] | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"format": METADATA_FORMAT, "version": 1, "model": self.cfg.to_dict(),
-                           "input_size": list(self.input_size) if self.input_size else None,
-                           "versions": self.versions})
+        from sipvis.model.families import family_name
+
+        meta = {"format": METADATA_FORMAT, "version": 1, "model": self.cfg.to_dict(),
+                "family": family_name(self.cfg), "input_size": list(self.input_size) if self.input_size else None,
+                "versions": self.versions}
+        if self.rescoring is not None:
+            from safetensors.torch import save
+
+            state = {k: v.detach().float().cpu().contiguous() for k, v in self.rescoring.items()}
+            meta["mask_rescoring"] = base64.b64encode(save(state)).decode("ascii")
+        return json.dumps(meta)
 
     @classmethod
     def from_json(cls, text: str | None, source: str) -> "ExportInfo":
@@ -92,9 +110,46 @@ class ExportInfo:
                 raise ValueError("no sipvis metadata")
             size = meta.get("input_size")
             return cls(SipMaskConfig.from_dict(meta["model"]), tuple(size) if size else None,
-                       meta.get("versions") or {})
+                       meta.get("versions") or {}, _rescoring_state(meta.get("mask_rescoring")))
         except (ValueError, TypeError, KeyError) as exc:
             raise SipvisError(f"{source} is not a sipvis export ({exc}); make one with `sipvis export`") from None
+
+
+def _rescoring_state(text: str | None) -> dict[str, torch.Tensor] | None:
+    """base64 safetensors -> the re-scoring state dict; ValueError when it does not decode."""
+    if text is None:
+        return None
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(base64.b64decode(text.encode("ascii"), validate=True))
+    except (SafetensorError, ValueError) as exc:
+        raise ValueError(f"bad mask_rescoring weights: {exc}") from None
+
+
+class ExportedHead:
+    """The part of the head the post-processing runs in torch: `mask_scoring` (SipMask++ re-scoring) or None.
+
+    Args:
+        info: the file's metadata; a model with `mask_rescoring` in its config must carry the weights.
+        source: the file's path (for messages).
+    """
+
+    def __init__(self, info: ExportInfo, source: str) -> None:
+        self.mask_scoring: MaskRescoring | None = None
+        if not info.cfg.mask_rescoring:
+            return
+        if info.rescoring is None:
+            raise SipvisError(f"{source} is a SipMask++ export without its mask re-scoring weights: "
+                              f"export it again with this sipvis")
+        module = MaskRescoring(info.cfg.num_classes)
+        try:
+            module.load_state_dict(info.rescoring)
+        except RuntimeError as exc:
+            raise SipvisError(f"{source}: mask re-scoring weights do not fit the model "
+                              f"({str(exc).splitlines()[0]})") from None
+        self.mask_scoring = module.eval()
 
 
 class ExportedModel:
@@ -114,6 +169,7 @@ class ExportedModel:
         self.info = info
         self.cfg = replace(info.cfg, **(overrides or {}))
         self.source = source
+        self.head = ExportedHead(info, source)  # image models: what the post-processing runs in torch
 
     def eval(self) -> "ExportedModel":
         return self
