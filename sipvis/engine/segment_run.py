@@ -223,6 +223,8 @@ class _Outputs:
     def close(self, publish: bool) -> None:
         for out in self.results:
             out.close() if publish else out.discard()
+        if self.pngs is not None:  # written into a staging folder, moved in at close (InstancePngSink)
+            self.pngs.close() if publish else self.pngs.abort()
 
 
 def segment_inputs(items: Sequence[InputItem], segmenter, plan: SegmentPlan, *,
