@@ -326,21 +326,23 @@ class RobustTracker:
             aff += cfg.embedding_weight * sim
             # appearance alone may re-identify anywhere; a weaker likeness needs the motion to agree
             allowed = (sim >= cfg.reid_similarity) | ((sim >= cfg.min_similarity) & (iou >= cfg.reid_min_iou))
-            if lost.any() and cfg.reid_margin <= 1:
-                allowed[:, lost] |= self._unambiguous(frame, sim, same)[:, lost]
+            # only pairs the rules above refuse can gain; most frames have none, and skip the work
+            maybe = same & lost[None, :] & (sim >= cfg.reid_min_similarity) & ~allowed
+            if cfg.reid_margin <= 1 and maybe.any():
+                allowed |= maybe & self._unambiguous(frame, sim)
         else:
             allowed = (iou >= cfg.reid_min_iou) | ~lost[None, :]
         allowed &= aff > cfg.match_threshold
         return aff, allowed
 
-    def _unambiguous(self, frame: _Frame, sim: np.ndarray, same: np.ndarray) -> np.ndarray:
-        """(N, M) bool: pairs of the same class, similar by at least `reid_min_similarity`, whose
-        similarity beats that of every other track for the detection and of every other detection for
-        the track by `reid_margin`, within `reid_reach` track sizes per missed frame of the predicted box.
-        The logged returns that got a new id came back 4-10 frames later, away from the prediction, at
+    def _unambiguous(self, frame: _Frame, sim: np.ndarray) -> np.ndarray:
+        """(N, M) bool: the pairs whose cosine similarity `sim` (N, M) beats that of every other track
+        for the detection and of every other detection for the track by `reid_margin`, within
+        `reid_reach` track sizes per missed frame of the track's predicted box (the caller adds the
+        class and `reid_min_similarity` conditions). The logged returns that got a new id came back 4-10 frames later, away from the prediction, at
         similarity 0.67-0.79: below `reid_similarity`, yet each the clear best match of the other."""
         cfg, tr = self.cfg, self.tracks
-        ok = same & (sim >= cfg.reid_min_similarity)
+        ok = np.ones(sim.shape, bool)
         for axis, m in ((1, sim.shape[1]), (0, sim.shape[0])):
             if m > 1:  # the runner-up of each row (axis 1) / column (axis 0)
                 second = -np.partition(-sim, 1, axis=axis).take(1, axis=axis)
