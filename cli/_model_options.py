@@ -101,6 +101,6 @@ def _check_tracker(ctx, param, value: str) -> str:
 
 
 def tracker_option():
-    """`--tracker original|robust` (default original), shared by track, live, eval, bench and demo."""
-    return click.option("--tracker", default="original", show_default=True, callback=_check_tracker,
+    """`--tracker original|robust` (default robust), shared by track, live, eval, bench and demo."""
+    return click.option("--tracker", default="robust", show_default=True, callback=_check_tracker,
                         metavar="original|robust", help=TRACKER_HELP)

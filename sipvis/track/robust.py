@@ -30,8 +30,8 @@ ArrayLike = torch.Tensor | np.ndarray
 @dataclass
 class RobustTrackerConfig:
     """Every knob of the `robust` tracker. The defaults were chosen on the bundled demo model run over
-    `sipvis synth` videos (development seeds 101, 202 and 404; validated once on the unseen seeds 505
-    and 606, see BENCHMARKS.md).
+    `sipvis synth` videos (development seeds 101, 202, 404, 505 and 606; validated once on the unseen
+    seeds 707 and 808, see BENCHMARKS.md).
 
     The affinity of detection i to track j is
 
@@ -53,6 +53,9 @@ class RobustTrackerConfig:
     detection of the object an active track is following (the two then swap back and forth); and a
     second, lower-scoring detection of a visible object (often with another label) either took over a
     track whose object had just become hidden or started a duplicate track.
+    And an object that came back after a few hidden frames away from its predicted position, looking
+    only moderately alike, got a new id (a switch for TrackEval as much as a swap is), though no other
+    track or detection was a close contender: `reid_margin` lets such an unambiguous pair match.
 
     Attributes:
         embedding_weight: weight of the cosine similarity between a detection's embedding and a
