@@ -342,8 +342,9 @@ class RobustTracker:
         """(N, M) bool: the pairs whose cosine similarity `sim` (N, M) beats that of every other track
         for the detection and of every other detection for the track by `reid_margin`, within
         `reid_reach` track sizes per missed frame of the track's predicted box (the caller adds the
-        class and `reid_min_similarity` conditions). The logged returns that got a new id came back 4-10 frames later, away from the prediction, at
-        similarity 0.67-0.79: below `reid_similarity`, yet each the clear best match of the other."""
+        class and `reid_min_similarity` conditions). The logged returns that got a new id came back
+        4-10 frames later, away from the prediction, at similarity 0.67-0.79: below
+        `reid_similarity`, yet each the clear best match of the other."""
         cfg, tr = self.cfg, self.tracks
         ok = np.ones(sim.shape, bool)
         for axis, m in ((1, sim.shape[1]), (0, sim.shape[0])):
