@@ -1,8 +1,9 @@
 """Tracking: memory of objects across frames and the matching of new detections to it.
 
 Two trackers: `OriginalTracker` (the paper's greedy matching, byte-for-byte the authors' outputs) and
-`RobustTracker` (Hungarian assignment per frame, active tracks before lost ones, a lost-track buffer,
-duplicate detections left out, a class vote per track).
+`RobustTracker` (Hungarian assignment per frame, active tracks before lost ones, a lost-track buffer
+with re-identification by embedding, motion or an unambiguous match, duplicate detections left out, a
+class vote per track; the CLI's default).
 `new_tracker(kind)` builds either from its `--tracker` name.
 """
 
