@@ -3,7 +3,7 @@ AssA, MOTA, ID switches, IDF1 and predicted tracks per tracker, from the same `s
 run a user makes, plus each tracker's own time per frame (tracking alone, 10 objects per frame).
 
     python benchmarks/compare_trackers.py --seed 505 --videos 16           # ~5 min on 2 CPU cores
-    OMP_NUM_THREADS=1 python benchmarks/compare_trackers.py --seed 606     # the BENCHMARKS.md figures (505, 606)
+    OMP_NUM_THREADS=1 python benchmarks/compare_trackers.py --seed 707     # the BENCHMARKS.md figures (707, 808, 505, 606)
 
 The split is made by `sipvis synth` (shapes of the same class cross, occlude each other, enter and
 leave); use a seed the trackers were not tuned on. The tracking metrics are TrackEval's, combined over

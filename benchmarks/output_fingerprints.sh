@@ -25,14 +25,14 @@ keys = json.load(open(f"{ref}/manifest.json"))["state_dict"]
 torch.save({"state_dict": recipe.make_state_dict(keys), "meta": {}}, out)
 PY
 for clip in clip_a clip_b; do
-  run track "$SHARED/reference/sipmask_vis/$clip/frames" --weights "$OUT/ref.pth" \
+  run track --tracker original "$SHARED/reference/sipmask_vis/$clip/frames" --weights "$OUT/ref.pth" \
     -o "$OUT/ref_$clip.json" -o "$OUT/ref_$clip.txt" --quiet
 done
 for f in "$SHARED"/media/*.mp4 "$SHARED"/media/*.avi; do
   name=$(basename "${f%.*}")
-  run track "$f" --weights demo --max-frames 12 -o "$OUT/media_$name.json" -o "$OUT/media_$name.txt" --quiet
+  run track --tracker original "$f" --weights demo --max-frames 12 -o "$OUT/media_$name.json" -o "$OUT/media_$name.txt" --quiet
 done
-run track "$SHARED/media/bikes.mp4" "$SHARED/media/vtest.avi" --weights demo --max-frames 6 -o "$OUT/multi.json" --quiet
+run track --tracker original "$SHARED/media/bikes.mp4" "$SHARED/media/vtest.avi" --weights demo --max-frames 6 -o "$OUT/multi.json" --quiet
 for c in perfect crowd noisy_small many_videos score_ties; do
   d=$SHARED/reference/ytvis_eval/$c
   run eval --gt "$d/gt.json" --results "$d/pred.json" --json "$OUT/eval_$c.json" --quiet >/dev/null

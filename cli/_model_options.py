@@ -141,9 +141,8 @@ def requested_threads() -> int | None:
 
 TRACKER_HELP = ("Tracker: 'original' is the paper's greedy matching, outputs identical to the authors' code; "
                 "'robust' makes one global assignment per frame (no detection dropped), keeps lost tracks "
-                "30 frames to re-identify them, and names each track by a score-weighted class vote. "
-                "'auto' (default): original for models with a tracking branch (SipMask-VIS), robust for the "
-                "image models (COCO), which have none.")
+                "30 frames to re-identify them, and names each track by a score-weighted class vote; it also "
+                "tracks the image models (COCO), which have no tracking branch.")
 
 
 def _check_tracker(ctx, param, value: str) -> str:
@@ -155,22 +154,18 @@ def _check_tracker(ctx, param, value: str) -> str:
 
 
 def tracker_option():
-    """`--tracker auto|original|robust` (default auto, `resolve_tracker`), shared by track, live, eval, bench
-    and demo."""
-    return click.option("--tracker", default="auto", show_default=True, callback=_check_tracker,
-                        metavar="auto|original|robust", help=TRACKER_HELP)
+    """`--tracker original|robust` (default robust), shared by track, live, eval, bench and demo; commands
+    pass the value through `resolve_tracker` once the model is built."""
+    return click.option("--tracker", default="robust", show_default=True, callback=_check_tracker,
+                        metavar="original|robust", help=TRACKER_HELP)
 
 
 def resolve_tracker(kind: str, segmenter) -> str:
-    """The tracker a model runs with: 'auto' is 'original' when the model has a tracking branch and
-    'robust' (box/mask overlap and class) when it has none (the image models); 'original' for a model
-    without a tracking branch is a `SipvisError`."""
+    """The tracker a model runs with: `kind`, except that 'original' needs the model's tracking branch
+    (SipMask-VIS): asked of an image model (COCO), which has none, it is a `SipvisError`."""
     from sipvis.errors import SipvisError
 
-    branch = segmenter.cfg.has_tracking_branch
-    if kind == "auto":
-        return "original" if branch else "robust"
-    if kind == "original" and not branch:
+    if kind == "original" and not segmenter.cfg.has_tracking_branch:
         raise SipvisError("--tracker original needs a model with a tracking branch (SipMask-VIS); this image "
-                          "model has none: use --tracker robust (the default for it)")
+                          "model has none: use --tracker robust (the default)")
     return kind

@@ -42,7 +42,7 @@ def converted(mmdet_checkpoint, tmp_path_factory) -> Path:
 def test_convert_then_track_reproduces_reference_json(converted, clip, tmp_path):
     frames_dir = require(REFERENCE / clip / "frames")
     out = tmp_path / "out.json"
-    result = sipvis("track", str(frames_dir), "--weights", str(converted), "-o", str(out), "--quiet")
+    result = sipvis("track", str(frames_dir), "--tracker", "original", "--weights", str(converted), "-o", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     ours = json.loads(out.read_text())
     shape = tuple(ours[0]["segmentations"][0]["size"])
@@ -54,7 +54,7 @@ def test_track_accepts_the_original_pth_directly(mmdet_checkpoint, tmp_path):
     local = tmp_path / "orig.pth"
     shutil.copy(mmdet_checkpoint, local)
     out = tmp_path / "out.json"
-    result = sipvis("track", str(frames_dir), "--weights", str(local), "-o", str(out), "-o", str(tmp_path / "a.mp4"),
+    result = sipvis("track", str(frames_dir), "--tracker", "original", "--weights", str(local), "-o", str(out), "-o", str(tmp_path / "a.mp4"),
                     "--quiet")
     assert result.returncode == 0, result.stderr
     assert_video_results_match(json.loads(out.read_text()), expected_video("clip_b"), (333, 500))

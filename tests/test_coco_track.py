@@ -83,16 +83,16 @@ def test_track_cli_with_an_image_model(tmp_path):
 
 
 
-def test_auto_tracker_resolution(tmp_path):
-    """`--tracker auto` (the default): original with a tracking branch, robust without; original refused
-    for an image model."""
+def test_tracker_resolution(tmp_path):
+    """Both trackers for a model with a tracking branch; original refused for an image model (robust, the
+    default, tracks it)."""
     from models import tiny_checkpoint
     from sipvis.cli._model_options import resolve_tracker
     from sipvis.errors import SipvisError
 
     video = Segmenter.from_checkpoint(str(tiny_checkpoint(tmp_path)), device="cpu")
     image = Segmenter.from_checkpoint(str(tiny_image_checkpoint(tmp_path)), device="cpu")
-    assert resolve_tracker("auto", video) == "original" and resolve_tracker("auto", image) == "robust"
+    assert resolve_tracker("robust", image) == "robust"
     assert resolve_tracker("robust", video) == "robust" and resolve_tracker("original", video) == "original"
     with pytest.raises(SipvisError, match="use --tracker robust"):
         resolve_tracker("original", image)

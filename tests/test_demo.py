@@ -16,7 +16,7 @@ from sipvis.data.synth import SynthConfig, generate
 def test_demo_writes_playable_video_and_json(tmp_path):
     weights = tiny_checkpoint(tmp_path)
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-c", "from sipvis.cli import main; main()", "demo", "-o", str(out),
+    result = subprocess.run([sys.executable, "-c", "from sipvis.cli import main; main()", "demo", "--tracker", "original", "-o", str(out),
                              "--weights", str(weights), "--frames", "6", "--score-thr", "0.03", "--quiet"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -34,7 +34,7 @@ def test_bundled_demo_weights_reach_the_readme_ap_on_the_held_out_split(tmp_path
     docs/train.md: AP 0.536."""
     generate(tmp_path, SynthConfig(videos=50, frames=24, seed=100, split="test100", clips=False), progress=None)
     metrics = tmp_path / "metrics.json"
-    result = subprocess.run([sys.executable, "-c", "from sipvis.cli import main; main()", "eval", "--dataset",
+    result = subprocess.run([sys.executable, "-c", "from sipvis.cli import main; main()", "eval", "--tracker", "original", "--dataset",
                              "youtube-vis", "test100", "--data-root", str(tmp_path), "--weights", "demo",
                              "--device", "cpu", "--out", str(tmp_path / "run"), "--json", str(metrics), "--quiet"],
                             capture_output=True, text=True, timeout=1800)

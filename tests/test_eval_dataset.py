@@ -29,7 +29,7 @@ def dataset(tmp_path_factory):
 def test_dataset_run_scores_and_zips(dataset, tmp_path):
     weights = tiny_checkpoint(tmp_path)
     out = tmp_path / "run"
-    result = sipvis("eval", "--dataset", "youtube-vis", "holdout", "--data-root", str(dataset), "--weights",
+    result = sipvis("eval", "--tracker", "original", "--dataset", "youtube-vis", "holdout", "--data-root", str(dataset), "--weights",
                     str(weights), "--out", str(out), "--json", str(tmp_path / "m.json"), "--quiet")
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "results.json").read_text())
@@ -43,7 +43,7 @@ def test_dataset_run_scores_and_zips(dataset, tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert len(metrics["stats"]) == 12 and 0.0 <= metrics["AP"] < 0.5  # random weights score low
 
-    again = sipvis("eval", "--dataset", "youtube-vis", "holdout", "--data-root", str(dataset), "--weights",
+    again = sipvis("eval", "--tracker", "original", "--dataset", "youtube-vis", "holdout", "--data-root", str(dataset), "--weights",
                    str(weights), "--out", str(out), "--subset", "2")
     assert again.returncode == 0, again.stderr
     assert "resuming: 2 of 2 videos already done" in again.stderr
@@ -52,7 +52,7 @@ def test_dataset_run_scores_and_zips(dataset, tmp_path):
 
 def test_missing_layout_is_explained(tmp_path):
     (tmp_path / "root").mkdir()
-    result = sipvis("eval", "--dataset", "youtube-vis", "valid", "--data-root", str(tmp_path / "root"),
+    result = sipvis("eval", "--tracker", "original", "--dataset", "youtube-vis", "valid", "--data-root", str(tmp_path / "root"),
                     "--weights", "x")
     assert result.returncode == 1
     assert "expected <root>/<split>/JPEGImages" in result.stderr and "Traceback" not in result.stderr
@@ -60,7 +60,7 @@ def test_missing_layout_is_explained(tmp_path):
 
 def test_torchrun_shards_give_the_same_numbers(dataset, tmp_path):
     weights = tiny_checkpoint(tmp_path)
-    common = ["eval", "--dataset", "youtube-vis", "holdout", "--data-root", str(dataset), "--weights", str(weights),
+    common = ["eval", "--tracker", "original", "--dataset", "youtube-vis", "holdout", "--data-root", str(dataset), "--weights", str(weights),
               "--device", "cpu", "--quiet"]
     single = sipvis(*common, "--out", str(tmp_path / "one"), "--json", str(tmp_path / "one.json"))
     assert single.returncode == 0, single.stderr
@@ -96,7 +96,7 @@ def test_non_contiguous_category_ids_give_the_same_ap_in_eval_and_validation(tmp
     weights = tiny_checkpoint(tmp_path)  # two classes: labels 0 and 1 are categories 3 and 7
 
     def run(out):
-        result = sipvis("eval", "--dataset", "youtube-vis", "holdout", "--data-root", str(root), "--weights",
+        result = sipvis("eval", "--tracker", "original", "--dataset", "youtube-vis", "holdout", "--data-root", str(root), "--weights",
                         str(weights), "--device", "cpu", "--batch", "4", "--out", str(out), "--json",
                         str(out / "m.json"), "--quiet")
         assert result.returncode == 0, result.stderr

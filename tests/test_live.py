@@ -327,7 +327,7 @@ def sipvis_popen(*args: str, env: dict | None = None, cwd: Path | None = None) -
 
 def test_headless_run_prints_status_and_writes_playable_outputs(tiny_weights, tmp_path):
     out, js = tmp_path / "out.mp4", tmp_path / "out.json"
-    proc = sipvis_popen("live", "--source", str(bikes()), "--realtime", "--no-window", "--duration", "2",
+    proc = sipvis_popen("live", "--tracker", "original", "--source", str(bikes()), "--realtime", "--no-window", "--duration", "2",
                         "--weights", str(tiny_weights), "--output", str(out), "--json", str(js), cwd=tmp_path)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
@@ -346,7 +346,7 @@ def test_headless_run_prints_status_and_writes_playable_outputs(tiny_weights, tm
 def _interrupt_run(tiny_weights, folder) -> None:
     folder.mkdir()
     out, js = folder / "out.mkv", folder / "out.json"
-    proc = sipvis_popen("live", "--source", str(bikes()), "--realtime", "--no-window", "--weights",
+    proc = sipvis_popen("live", "--tracker", "original", "--source", str(bikes()), "--realtime", "--no-window", "--weights",
                         str(tiny_weights), "-o", str(out), "--json", str(js), cwd=folder)
     lines = []
     deadline = time.monotonic() + 240
@@ -463,7 +463,7 @@ def annotated_window_visible(screen: np.ndarray) -> bool:
 def test_window_under_virtual_display_shows_annotated_frames(xvfb, tiny_weights, tmp_path):
     env = {**os.environ, "DISPLAY": xvfb, "QT_QPA_PLATFORM": "xcb"}
     env.pop("WAYLAND_DISPLAY", None)
-    proc = sipvis_popen("live", "--source", str(bikes()), "--realtime", "--duration", "120", "--weights",
+    proc = sipvis_popen("live", "--tracker", "original", "--source", str(bikes()), "--realtime", "--duration", "120", "--weights",
                         str(tiny_weights), env=env, cwd=tmp_path)
     try:
         seen = False
@@ -491,7 +491,7 @@ def test_unwritable_output_is_one_line_and_nothing_else(tiny_weights, tmp_path, 
     monkeypatch.chdir(tmp_path)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = CliRunner().invoke(cli, ["live", "--source", str(bikes()), "--no-window", "--weights",
+    result = CliRunner().invoke(cli, ["live", "--tracker", "original", "--source", str(bikes()), "--no-window", "--weights",
                                       str(tiny_weights), "-o", str(blocker / "out.mp4")])
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]

@@ -350,3 +350,47 @@ def test_lost_track_comes_back_where_its_motion_predicts_it():
         got = tracker.update(torch.tensor([box(190 + far, 100)]), torch.tensor([0.8]), torch.tensor([0]),
                              torch.tensor(back[None], dtype=torch.float32), 9)
         assert (got == [0]) == expect_same, (far, got)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _like(base: np.ndarray, other: np.ndarray, cos: float) -> np.ndarray:
+    """A unit vector at cosine `cos` to unit `base`, in the plane of `base` and `other`."""
+    perp = other - (other @ base) * base
+    return cos * base + np.sqrt(1 - cos * cos) * perp / np.linalg.norm(perp)
+
+
+@pytest.mark.parametrize("case, expect_same", [
+    ("clear", True),  # the only lost track of its class, clearly the best likeness: the id comes back
+    ("ambiguous", False),  # a second lost track of the class about as alike: a new id rather than a guess
+    ("other_class", False),  # the detection's label differs from the track's class
+    ("beyond_reach", False),  # farther than `reid_reach` track sizes per missed frame
+    ("disabled", False),  # reid_margin > 1: round 1's rule (reid_similarity only)
+])
+def test_unambiguous_reidentification_away_from_the_prediction(case, expect_same):
+    """An object hidden for 5 frames comes back 2.5 track sizes from where its motion predicts it
+    (box IoU 0) with cosine 0.7, below `reid_similarity` 0.8: it takes its lost track back only when
+    the match is unambiguous (same class, best by `reid_margin` both ways, within reach)."""
+    e = _unit_rows(bases(3, seed=8))
+    back = e[2]  # the returning detection's look
+    e0 = _like(back, e[0], 0.7)  # object 0's memory: cosine 0.7 to it
+    # object 1 (same class): unrelated, or in the ambiguous case about as alike (0.68)
+    e1 = _like(back, e[1], 0.68) if case == "ambiguous" else e[1]
+    cfg = RobustTrackerConfig(reid_margin=2.0) if case == "disabled" else RobustTrackerConfig()
+    tracker = RobustTracker(cfg)
+    for t in range(5):  # object 0 moves right; object 1 (same class) sits far below
+        got = tracker.update(torch.tensor([box(100 + 10 * t, 100), box(400, 400)]), torch.tensor([0.8, 0.8]),
+                             torch.tensor([0, 0]), torch.tensor(np.stack([e0, e1]), dtype=torch.float32), t)
+        assert got == [0, 1]
+    for t in range(5, 10):  # both hidden
+        tracker.update(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0, DIM), t)
+    # predicted: x centre 140 + 10 * 6 = 200; 2.5 sizes (61 px) away, or 6 per missed frame beyond reach
+    dx = 6 * 61 * 5 if case == "beyond_reach" else 150
+    label = 1 if case == "other_class" else 0
+    got = tracker.update(torch.tensor([box(200 + dx, 100)]), torch.tensor([0.8]), torch.tensor([label]),
+                         torch.tensor(back[None], dtype=torch.float32), 10)
+    assert (got == [0]) == expect_same, (case, got)
+    if not expect_same:  # never dropped, never given to the other object: a new track
+        assert got == [2], (case, got)

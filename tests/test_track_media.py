@@ -20,7 +20,7 @@ from PIL import Image
 from conftest import MEDIA, require
 from models import tiny_checkpoint
 
-CMD = [sys.executable, "-c", "from sipvis.cli import main; main()", "track"]
+CMD = [sys.executable, "-c", "from sipvis.cli import main; main()", "track", "--tracker", "original"]
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """Tracking: memory of objects across frames and the matching of new detections to it.
 
 Two trackers: `OriginalTracker` (the paper's greedy matching, byte-for-byte the authors' outputs) and
-`RobustTracker` (Hungarian assignment per frame, active tracks before lost ones, a lost-track buffer,
-duplicate detections left out, a class vote per track).
+`RobustTracker` (Hungarian assignment per frame, active tracks before lost ones, a lost-track buffer
+with re-identification by embedding, motion or an unambiguous match, duplicate detections left out, a
+class vote per track; the CLI's default).
 `new_tracker(kind)` builds either from its `--tracker` name.
 """
 
@@ -19,14 +20,13 @@ Tracker = OriginalTracker | RobustTracker
 
 
 def new_tracker(kind: str = "original") -> Tracker:
-    """A fresh tracker (one per video) of kind 'original' or 'robust' (its default config); 'auto' (the
-    `--tracker` default) is 'original' here: commands resolve it per model first
-    (`sipvis.cli._model_options.resolve_tracker`: 'robust' for a model without a tracking branch).
+    """A fresh tracker (one per video) of kind 'original' or 'robust' (its default config). 'original'
+    needs a model with a tracking branch (`sipvis.cli._model_options.resolve_tracker` checks it).
 
     Raises:
         SipvisError: an unknown kind, naming the choices.
     """
-    if kind in ("original", "auto"):
+    if kind == "original":
         return OriginalTracker()
     if kind == "robust":
         return RobustTracker(RobustTrackerConfig())

@@ -30,8 +30,8 @@ ArrayLike = torch.Tensor | np.ndarray
 @dataclass
 class RobustTrackerConfig:
     """Every knob of the `robust` tracker. The defaults were chosen on the bundled demo model run over
-    `sipvis synth` videos (development seeds 101, 202 and 404; validated once on the unseen seeds 505
-    and 606, see BENCHMARKS.md).
+    `sipvis synth` videos (development seeds 101, 202, 404, 505 and 606; validated once on the unseen
+    seeds 707 and 808, see BENCHMARKS.md).
 
     The affinity of detection i to track j is
 
@@ -53,6 +53,9 @@ class RobustTrackerConfig:
     detection of the object an active track is following (the two then swap back and forth); and a
     second, lower-scoring detection of a visible object (often with another label) either took over a
     track whose object had just become hidden or started a duplicate track.
+    And an object that came back after a few hidden frames away from its predicted position, looking
+    only moderately alike, got a new id (a switch for TrackEval as much as a swap is), though no other
+    track or detection was a close contender: `reid_margin` lets such an unambiguous pair match.
 
     Attributes:
         embedding_weight: weight of the cosine similarity between a detection's embedding and a
@@ -94,6 +97,17 @@ class RobustTrackerConfig:
             duplicates do. Above 1 disables it.
         active_first: assign the tracks matched on the previous frame first and the lost tracks only
             to the detections left (False: one assignment over all tracks).
+        reid_margin: with embeddings, an unambiguous re-identification may take a lost track below
+            `reid_similarity` (an object that comes back away from its predicted position, looking only
+            moderately alike): the pair's class must agree, its similarity must be at least
+            `reid_min_similarity`, and exceed by this margin both the detection's similarity to every
+            other track (active or lost) and the track's similarity to every other detection of the
+            frame (a ratio test in both directions). It applies to lost tracks only, and so (with
+            `active_first`) only to detections no active track took. Above 1 disables it.
+        reid_min_similarity: the least cosine similarity of an unambiguous re-identification.
+        reid_reach: the farthest an unambiguous re-identification may be from the track's predicted
+            box: the distance between the box centres, in track sizes (the square root of the last
+            box's area), per frame the track has been missed (so the reach grows with the gap).
     """
 
     embedding_weight: float = 4.0
@@ -112,6 +126,9 @@ class RobustTrackerConfig:
     mask_stride: int = 8
     duplicate_iou: float = 0.5
     active_first: bool = True
+    reid_margin: float = 0.1
+    reid_min_similarity: float = 0.5
+    reid_reach: float = 1.0
 
     def __post_init__(self) -> None:
         if self.birth_score <= 0 or self.max_age < 0 or self.mask_stride < 1 or self.duplicate_iou <= 0:
@@ -312,10 +329,33 @@ class RobustTracker:
             aff += cfg.embedding_weight * sim
             # appearance alone may re-identify anywhere; a weaker likeness needs the motion to agree
             allowed = (sim >= cfg.reid_similarity) | ((sim >= cfg.min_similarity) & (iou >= cfg.reid_min_iou))
+            # only pairs the rules above refuse can gain; most frames have none, and skip the work
+            maybe = same & lost[None, :] & (sim >= cfg.reid_min_similarity) & ~allowed
+            if cfg.reid_margin <= 1 and maybe.any():
+                allowed |= maybe & self._unambiguous(frame, sim)
         else:
             allowed = (iou >= cfg.reid_min_iou) | ~lost[None, :]
         allowed &= aff > cfg.match_threshold
         return aff, allowed
+
+    def _unambiguous(self, frame: _Frame, sim: np.ndarray) -> np.ndarray:
+        """(N, M) bool: the pairs whose cosine similarity `sim` (N, M) beats that of every other track
+        for the detection and of every other detection for the track by `reid_margin`, within
+        `reid_reach` track sizes per missed frame of the track's predicted box (the caller adds the
+        class and `reid_min_similarity` conditions). The logged returns that got a new id came back
+        4-10 frames later, away from the prediction, at similarity 0.67-0.79: below
+        `reid_similarity`, yet each the clear best match of the other."""
+        cfg, tr = self.cfg, self.tracks
+        ok = np.ones(sim.shape, bool)
+        for axis, m in ((1, sim.shape[1]), (0, sim.shape[0])):
+            if m > 1:  # the runner-up of each row (axis 1) / column (axis 0)
+                second = -np.partition(-sim, 1, axis=axis).take(1, axis=axis)
+                ok &= sim - np.expand_dims(second, axis) >= cfg.reid_margin
+        pred = tr.predicted_boxes()
+        size = np.sqrt(np.maximum((tr.boxes[:, 2] - tr.boxes[:, 0]) * (tr.boxes[:, 3] - tr.boxes[:, 1]), 1.0))
+        d = (frame.boxes[:, None, :2] + frame.boxes[:, None, 2:]) - (pred[None, :, :2] + pred[None, :, 2:])
+        dist = 0.5 * np.sqrt((d * d).sum(-1))
+        return ok & (dist <= cfg.reid_reach * size * tr.age)
 
     def _assign(self, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
         """(detection rows, track rows) of the matches: one assignment maximising the summed affinity
