@@ -266,7 +266,7 @@ def test_sipvis_track_output_against_itself(tmp_path):
     src = require(MEDIA / "car-detection.mp4")
     weights = tiny_checkpoint(tmp_path / "w")
     cmd = [sys.executable, "-c", "from sipvis.cli import main; main()", "track", str(src), "--weights", str(weights),
-           "--max-frames", "4", "-o", str(tmp_path / "out.txt"), "--quiet"]
+           "--max-frames", "4", "--tracker", "original", "-o", str(tmp_path / "out.txt"), "--quiet"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr
     text = (tmp_path / "out.txt").read_text()
