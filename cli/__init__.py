@@ -21,7 +21,7 @@ from sipvis.engine.stop import Interrupted, StopSignals
 COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("sipvis.cli.track", "Segment and track objects in videos, folders, streams."),
     "weights": ("sipvis.cli.weights", "List, download, convert and inspect checkpoints."),
-    "eval": ("sipvis.cli.eval", "Score YouTube-VIS or MOTS results (AP, HOTA, IDF1), or run a dataset split."),
+    "eval": ("sipvis.cli.eval", "Score YouTube-VIS, COCO or MOTS results (AP, HOTA, IDF1), or run a dataset split."),
     "synth": ("sipvis.cli.synth", "Write a synthetic YouTube-VIS-format dataset."),
     "train": ("sipvis.cli.train", "Train a model from a TOML config."),
     "demo": ("sipvis.cli.demo", "Offline demo: synthetic clip + bundled demo weights."),
