@@ -17,12 +17,17 @@ def tiny_checkpoint(folder: Path, seed: int = 0, score_thr: float = 0.0) -> Path
     cfg = SipMaskConfig(depth=18, style="pytorch", max_size=(192, 112), class_names=("thing", "other"),
                         fpn_channels=64, head_channels=64, basis_channels=64, track_channels=64,
                         score_thr=score_thr)
+    return save_checkpoint(folder / "tiny", cfg, detecting_model(cfg).state_dict())
+
+
+def detecting_model(cfg: SipMaskConfig) -> SipMaskVIS:
+    """A randomly initialised model of `cfg` whose head biases make it detect: a neutral class bias makes
+    random weights produce detections everywhere, a box bias gives them a size, and positive basis and
+    coefficient biases make each mask fill its box (else masks are empty)."""
     model = SipMaskVIS(cfg)
     model.init_weights()
-    # a neutral class bias makes random weights produce detections everywhere, a box bias gives them a
-    # size, and positive basis and coefficient biases make each mask fill its box (else masks are empty)
     torch.nn.init.constant_(model.head.cls_logits.bias, 0.0)
     torch.nn.init.constant_(model.head.basis_out.bias, 1.0)
     torch.nn.init.constant_(model.head.mask_coeffs.bias, 0.1)
     torch.nn.init.constant_(model.head.bbox_pred.bias, 2.0)
-    return save_checkpoint(folder / "tiny", cfg, model.state_dict())
+    return model

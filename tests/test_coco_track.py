@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from conftest import MEDIA, require
+from models import detecting_model
 from sipvis.checkpoint import save_checkpoint
 from sipvis.engine.inference import Segmenter
 from sipvis.model.config import SipMaskConfig
-from sipvis.model.sipmask import SipMaskVIS
 from sipvis.track import new_tracker
 
 
@@ -29,12 +29,7 @@ def tiny_image_checkpoint(folder: Path, **fields) -> Path:
         task="image", depth=50, backbone_width=8, max_size=(128, 128), resize="fixed", class_names=("a", "b"),
         category_ids=(3, 7), fpn_channels=32, head_channels=32, basis_channels=32, cls_convs=1, reg_convs=2,
         head_norm=False, score_thr=0.05, max_per_img=20, mask_thr=0.4, nms_pre=1000), **fields})
-    model = SipMaskVIS(cfg)
-    model.init_weights()
-    torch.nn.init.constant_(model.head.cls_logits.bias, 0.0)
-    torch.nn.init.constant_(model.head.basis_out.bias, 1.0)
-    torch.nn.init.constant_(model.head.mask_coeffs.bias, 0.1)
-    torch.nn.init.constant_(model.head.bbox_pred.bias, 2.0)
+    model = detecting_model(cfg)
     torch.nn.init.constant_(model.head.centerness.bias, 5.0)  # scores ~0.5: over the robust tracker's birth score
     return save_checkpoint(folder / "tiny_image", cfg, model.state_dict())
 
