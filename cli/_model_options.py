@@ -119,17 +119,14 @@ THREADS_HELP = ("Intra-op threads of the network on CPU (default 0: one per avai
 
 
 def _store_threads(ctx, param, value: int | None) -> None:
-    """`--threads` is kept in the click context (`requested_threads`), so the commands need no parameter; a
-    negative value is one clear line before any work."""
-    from sipvis.engine.threads import choose_threads
-
-    choose_threads(value, cores=1, default=1, environ={})  # raises SipvisError on a bad value
+    """`--threads` is kept in the click context (`requested_threads`), so the commands need no parameter
+    (a negative value is refused by its type while parsing)."""
     ctx.meta["sipvis.threads"] = value
 
 
 def threads_option():
     """`--threads N` (0 = automatic, `sipvis.engine.threads.choose_threads`), read by `build_segmenter`."""
-    return click.option("--threads", type=int, default=0, show_default=True, expose_value=False,
+    return click.option("--threads", type=COUNT_OR_AUTO, default=0, show_default=True, expose_value=False,
                         callback=_store_threads, help=THREADS_HELP)
 
 

@@ -101,6 +101,7 @@ def test_recipe_fields_are_checked_by_value():
         "data.repeat=0": "data.repeat must be an integer >= 1, got 0",
         "data.resize=\"keep-ratio\"": "data.augment = \"ssd\" resizes to a fixed size",
         "data.format=\"ytvis\"": "trains on data.format = \"coco\"",
+        "model.resize=\"keep_ratio\"": "model.resize (keep_ratio) and data.resize (fixed) must agree",
         "data.val_split=\"val2017\"": "validation while training an image model is not supported",
     }
     for override, message in cases.items():

@@ -169,13 +169,14 @@ def postprocess_image(out: HeadOutputs, geom: ImageGeometry, cfg: SipMaskConfig,
             ious = rescoring(soft[live][:, None])  # (n, 1, h, w) -> (n, C)
             predicted = ious.gather(1, labels[:, :used][live][:, None])[:, 0]  # the detection's class
             mask_scores[:, :used][live] = predicted * scores[:, :used][live]
-    masks = paste_masks(soft, valid, geom, cfg.mask_thr)
+    masks = paste_masks(soft, valid, used, geom, cfg.mask_thr)
     return Detections(det_boxes, scores, labels, valid, masks, None, mask_scores)
 
 
-def paste_masks(soft: torch.Tensor, valid: torch.Tensor, geom: ImageGeometry, threshold: float,
+def paste_masks(soft: torch.Tensor, valid: torch.Tensor, used: int, geom: ImageGeometry, threshold: float,
                 chunk: int = 16) -> torch.Tensor:
-    """(B, U, h, w) soft masks at the basis size of the U leading slots of (B, K) `valid` -> (B, K, H, W) bool
+    """(B, U, h, w) soft masks at the basis size of the U = `used` leading slots of (B, K) `valid` (the
+    most valid slots of any image, counted once by the caller) -> (B, K, H, W) bool
     at the original size: bilinear with the factor `geom.mask_factor()` given to `F.interpolate`
     (align_corners False; output floor(size x factor)), > threshold, pasted at the top-left into zeros and
     cropped to fit. Only the leading slots holding a valid detection are upsampled, `chunk` at a time
@@ -183,7 +184,6 @@ def paste_masks(soft: torch.Tensor, valid: torch.Tensor, geom: ImageGeometry, th
     b, k = valid.shape
     H, W = geom.original
     masks = torch.zeros((b, k, H, W), dtype=torch.bool, device=soft.device)
-    used = int(valid.sum(1).max()) if valid.numel() else 0
     factor = geom.mask_factor()
     for start in range(0, used, chunk):
         stop = min(start + chunk, used)

@@ -20,6 +20,7 @@ import torch
 from sipvis.errors import SipvisError
 from sipvis.io.files import atomic_write, ensure_folder, publish, write_bytes_atomic
 from sipvis.model.config import SipMaskConfig
+from sipvis.model.fold import folded_for_inference
 from sipvis.runtime.exported import (INPUT_NAME, METADATA_KEY, ONNX_OPSET, ExportInfo, FlatHeads, flatten,
                                      output_names, require)
 
@@ -179,7 +180,8 @@ def export_model(model: torch.nn.Module, fmt: str, path: str | Path, size: tuple
     scoring = model.head.mask_scoring  # SipMask++: runs in torch in the post-processing, weights in the metadata
     info = ExportInfo(model.cfg, size, versions(fmt), scoring.state_dict() if scoring is not None else None)
     with torch.no_grad():
-        WRITERS[fmt](model.eval(), path, sample_input(model.cfg, size), info, size is None)
+        # the network as Segmenter runs it: frozen BatchNorm folded into the convolutions
+        WRITERS[fmt](folded_for_inference(model.eval()), path, sample_input(model.cfg, size), info, size is None)
     return path
 
 

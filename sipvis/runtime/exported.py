@@ -175,7 +175,10 @@ class ExportedModel:
         return self
 
     def to(self, device: torch.device | str) -> "ExportedModel":
-        """The device is checked when the runtime is chosen (`choose.load_model`); nothing moves."""
+        """The device is checked when the runtime is chosen (`choose.load_model`); the network stays in its
+        runtime, only the re-scoring branch (SipMask++, run by the post-processing in torch) moves."""
+        if self.head.mask_scoring is not None:
+            self.head.mask_scoring.to(device)
         return self
 
     def check_size(self, images: torch.Tensor) -> None:

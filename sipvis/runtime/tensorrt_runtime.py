@@ -34,7 +34,8 @@ def build_engine(onnx_bytes: bytes, shape: tuple[int, ...], dynamic: bool) -> by
         raise SipvisError(f"TensorRT cannot parse the ONNX graph: {errors}")
     config = builder.create_builder_config()
     b, c, h, w = shape
-    lo, hi = ((1, c, h // 2, w // 2), (2 * b, c, 2 * h, 2 * w)) if dynamic else ((1, c, h, w), (2 * b, c, h, w))
+    top = max(2 * b, 32)  # the traced sample has batch 1; `--batch` defaults to 8 on CUDA
+    lo, hi = ((1, c, h // 2, w // 2), (top, c, 2 * h, 2 * w)) if dynamic else ((1, c, h, w), (top, c, h, w))
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, lo, shape, hi)
     config.add_optimization_profile(profile)
@@ -65,7 +66,9 @@ class TensorRTModel(ExportedModel):
 
     def run(self, images: torch.Tensor) -> list:
         images = images.to(self.device).contiguous()
-        self.context.set_input_shape(INPUT_NAME, tuple(images.shape))
+        if not self.context.set_input_shape(INPUT_NAME, tuple(images.shape)):
+            raise SipvisError(f"{self.source}: input {tuple(images.shape)} is outside the engine's profile; use a "
+                              "smaller --batch or frames nearer the exported size, or export again")
         self.context.set_tensor_address(INPUT_NAME, images.data_ptr())
         outputs = []
         for name in self.names:

@@ -242,8 +242,13 @@ def run_problems(run: RunConfig) -> list[str]:
     if image and (dc.val_split or dc.val_ann_file):
         out.append("validation while training an image model is not supported: score the saved weights "
                    "with `sipvis eval --dataset coco` (leave data.val_split empty)")
+    # the model's input (model.resize: keep_ratio | fixed) and the data's resize are one choice in two tables
+    model_resize = str(run.model.get("resize", "keep_ratio"))
     if dc.augment == "ssd" and dc.resize != "fixed":
         out.append("data.augment = \"ssd\" resizes to a fixed size: set data.resize = \"fixed\"")
+    elif image and model_resize.replace("_", "-") != dc.resize:
+        out.append(f"model.resize ({model_resize}) and data.resize ({dc.resize}) must agree: both fixed (the "
+                   "544x544 models) or keep_ratio / keep-ratio (the 1333x800 models)")
     return out
 
 
