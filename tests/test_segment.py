@@ -51,6 +51,17 @@ def test_results_json_is_the_original_results2json(photos, tmp_path, config, bat
     assert summary.images == 2 and summary.detections == len(want)
 
 
+def test_an_output_over_an_input_image_is_refused_before_any_work(tmp_path):
+    """`segment photos/ -o photos/` would write the annotated `a.jpg` over the input `a.jpg`."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), cv2.imread(str(image_path("coffee"))))
+    before = (folder / "a.jpg").read_bytes()
+    with pytest.raises(SipvisError, match=r"output .*a\.jpg is the input .*a\.jpg"):
+        segment_inputs(list_inputs([str(folder)]), FakeImageSegmenter(SIPMASKPP), plan_outputs([str(folder) + "/"]))
+    assert (folder / "a.jpg").read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["a.jpg"]
+
+
 def test_folder_output_annotated_images_pngs_and_json_pycocotools_loads(photos, tmp_path):
     from pycocotools.coco import COCO
 

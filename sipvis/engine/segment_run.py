@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from sipvis.engine.track_run import unique_names
+from sipvis.engine.track_run import check_outputs, unique_names
 from sipvis.errors import SipvisError
 from sipvis.io.coco_results import CocoResultsFile, category_id_table, coco_results_entries
 from sipvis.io.files import load_json_object, write_bytes_atomic
@@ -241,6 +241,7 @@ def segment_inputs(items: Sequence[InputItem], segmenter, plan: SegmentPlan, *,
         SipvisError: a VIS model, an unreadable image or video, an unwritable output.
     """
     check_image_model(segmenter)
+    _check_outputs_spare_inputs(items, plan)
     cfg = segmenter.cfg
     table = category_id_table(cfg.category_ids, len(segmenter.class_names))
     summary = SegmentSummary(files=list(plan.json_files))
@@ -266,15 +267,26 @@ def segment_inputs(items: Sequence[InputItem], segmenter, plan: SegmentPlan, *,
     return summary
 
 
+def _check_outputs_spare_inputs(items: Sequence[InputItem], plan: SegmentPlan) -> None:
+    """Refuse, before any work, an output that would overwrite an input image (`segment photos/ -o photos/`
+    names the annotated image of `a.jpg` `photos/a.jpg`): `track_run.check_outputs`, the one rule."""
+    images = [i for i in items if i.is_image]
+    outputs = [("json", path) for path in plan.json_files]
+    if plan.folder is not None:
+        outputs += [("image", plan.folder / f"{i.name}.jpg") for i in images]
+    check_outputs(outputs, [Path(str(i.spec)) for i in images])
+
+
 def _host_detections(batch, dets, keep_classes: set[int] | None
                      ) -> Iterator[tuple[_Frame, FrameInstances, np.ndarray | None]]:
     """A batch's `Detections` on the host, per frame, in the model's order: valid slots of the wanted
     classes, as `FrameInstances` (instance k has id k + 1) with the re-scored mask scores (or None)."""
     mask_scores = dets.mask_scores
+    wanted = dets.valid  # (B, K), once per batch
+    if keep_classes is not None:
+        wanted = wanted & torch.isin(dets.labels, torch.tensor(sorted(keep_classes), device=wanted.device))
     for b, prepared in enumerate(batch):
-        keep = dets.valid[b]
-        if keep_classes is not None:
-            keep = keep & torch.isin(dets.labels[b], torch.tensor(sorted(keep_classes), device=keep.device))
+        keep = wanted[b]
         frame: _Frame = prepared.source
         h, w = frame.image.shape[:2]
         n = int(keep.sum())

@@ -119,5 +119,8 @@ class CocoResultsFile:
     def discard(self) -> None:
         """Drop what was written; `path` stays as it was."""
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # the flush of a full disk: the file is dropped anyway
+                pass
         self._tmp.unlink(missing_ok=True)

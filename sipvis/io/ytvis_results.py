@@ -26,7 +26,8 @@ def encode_rles(masks: np.ndarray) -> list[dict]:
     """(N, H, W) bool -> N compressed RLEs (`encode_rle` each), from one column-major copy and one call."""
     if len(masks) == 0:
         return []
-    encoded = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))  # (H, W, N)
+    # one copy, straight into the column-major (H, W, N) uint8 layout pycocotools reads
+    encoded = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8))
     return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")} for rle in encoded]
 
 
