@@ -10,6 +10,7 @@ from sipvis.cli._model_options import build_segmenter, model_options, resolve_tr
 from sipvis.cli._options import COUNT, DURATION, NON_NEGATIVE, RATE
 from sipvis.cli._window import Window as _Window
 from sipvis.cli._window import check_display
+from sipvis.errors import SipvisError
 
 WINDOW = "sipvis live"
 KEYS_HELP = "q/Esc quit, space pause, s snapshot, r record"
@@ -213,10 +214,18 @@ class _LiveView:
             if live.shown is not None:
                 self.show(*live.shown)
         elif key in (ord("s"), ord("S")):
-            saved = live.snapshot()
+            try:  # an unwritable snapshot folder is reported; the session goes on
+                saved = live.snapshot()
+            except SipvisError as exc:
+                console.print(f"snapshot failed: {exc}")
+                return
             console.print("snapshot: no frame yet" if saved is None else f"snapshot: {saved[0]}, {saved[1]}")
         elif key in (ord("r"), ord("R")):
-            recording, path = live.toggle_recording()
+            try:
+                recording, path = live.toggle_recording()
+            except SipvisError as exc:
+                console.print(f"recording failed: {exc}")
+                return
             if recording:
                 console.print(f"recording to {path}")
             else:

@@ -512,3 +512,33 @@ def test_first_ctrl_c_asks_to_stop_between_frames_second_interrupts():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.5)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_failed_snapshot_or_recording_is_reported_and_the_session_goes_on():
+    """`s` or `r` on an unwritable folder prints why; the window keeps running (no exception out of the key)."""
+    import io
+
+    from rich.console import Console
+
+    from sipvis.cli.live import _LiveView
+    from sipvis.errors import SipvisError
+
+    class Live:
+        quit_called = False
+
+        def snapshot(self):
+            raise SipvisError("cannot write /ro/snap.png: Read-only file system")
+
+        def toggle_recording(self):
+            raise SipvisError("cannot write /ro/rec.mp4: Read-only file system")
+
+        def quit(self):
+            self.quit_called = True
+
+    out = io.StringIO()
+    view = _LiveView(gui=None, live=Live(), hud=None, console=Console(file=out, width=200))
+    view.on_key(ord("s"))
+    view.on_key(ord("r"))
+    assert "snapshot failed: cannot write /ro/snap.png" in out.getvalue()
+    assert "recording failed: cannot write /ro/rec.mp4" in out.getvalue()
+    assert not view.live.quit_called
