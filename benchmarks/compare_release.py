@@ -39,6 +39,11 @@ TIMED_LINE = re.compile(r"compare-release: (\d+) frames in ([\d.]+) s")
 # outputs) printed in full: the CLI's own "N frames at F fps" has one decimal, 0.0 for a slow model
 TRACK = r"""
 import sys
+try:  # as the console script does before torch loads, in a tree whose CLI sets the pools' wait policy
+    from sipvis.engine.threads import passive_waits
+    passive_waits()
+except ImportError:
+    pass
 import sipvis.engine.track_run as run
 
 def timed(*args, _track_source=run.track_source, **kwargs):

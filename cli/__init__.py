@@ -16,6 +16,7 @@ import click
 
 from sipvis import SipvisError, __version__
 from sipvis.engine.stop import Interrupted, StopSignals
+from sipvis.engine.threads import passive_waits
 
 # command name -> (module, one-line help shown by `sipvis --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -74,6 +75,7 @@ def main() -> None:
     """The `sipvis` console script. Exit codes: 0 done, 1 an `Error:` line, 2 a usage error, 128 + N a
     stop signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; see `sipvis.engine.stop`)."""
     warnings.formatwarning = _format_warning  # one readable line, not the source line that warned
+    passive_waits()  # before any command imports torch: its OpenMP pool reads the policy once
     stop = StopSignals()
     stop.install()  # SIGTERM and SIGHUP stop every command the way Ctrl-C does
     try:

@@ -114,8 +114,8 @@ def class_indices(class_filter: tuple[str, ...] | list[str], class_names: tuple[
     return {class_names.index(n) for n in names}
 
 
-THREADS_HELP = ("Intra-op threads of the network on CPU (default 0: one per available core but one, left to "
-                "decoding and writing; OMP_NUM_THREADS is respected when set).")
+THREADS_HELP = ("Intra-op threads of the network on CPU (default 0: one per available core, sleeping when idle; "
+                "OMP_NUM_THREADS and OMP_WAIT_POLICY are respected when set).")
 
 
 def _store_threads(ctx, param, value: int | None) -> None:

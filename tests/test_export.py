@@ -170,6 +170,16 @@ def test_metadata_round_trip_and_fixed_size(fmt, tmp_path):
 
 
 @pytest.mark.slow
+def test_onnxruntime_pool_sleeps_unless_active(demo_onnx, monkeypatch):
+    """Idle onnxruntime threads give their core back unless OMP_WAIT_POLICY=ACTIVE (sipvis.engine.threads)."""
+    from sipvis.runtime.onnx_runtime import OnnxRuntimeModel
+
+    for policy, spin in (("", "0"), ("PASSIVE", "0"), ("ACTIVE", "1")):
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+        options = OnnxRuntimeModel(demo_onnx).session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == spin
+
+
 def test_runtime_exports_once_into_the_weights_cache(tmp_path, monkeypatch):
     needs("onnx")
     from sipvis.runtime.onnx_runtime import OnnxRuntimeModel

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from click.testing import CliRunner
 
 from sipvis.cli import cli
-from sipvis.engine.threads import choose_threads, set_inference_threads
+from sipvis.engine.threads import choose_threads, passive_waits, pools_spin, set_inference_threads
 from sipvis.errors import SipvisError
 
 
-@pytest.mark.parametrize(("cores", "default", "expected"), [(2, 2, 1), (1, 1, 1), (8, 8, 7), (16, 4, 4)])
-def test_one_core_is_left_to_the_pipeline_threads(cores, default, expected):
+@pytest.mark.parametrize(("cores", "default", "expected"), [(2, 2, 2), (1, 1, 1), (8, 8, 8), (16, 4, 4)])
+def test_the_network_gets_every_available_core(cores, default, expected):
     assert choose_threads(None, cores=cores, default=default, environ={}) == expected
 
 
@@ -24,8 +28,34 @@ def test_explicit_choices_win():
 
 
 def test_torchrun_processes_share_the_cores():
-    assert choose_threads(None, cores=16, default=16, environ={"LOCAL_WORLD_SIZE": "4"}) == 3
+    assert choose_threads(None, cores=16, default=16, environ={"LOCAL_WORLD_SIZE": "4"}) == 4
     assert choose_threads(None, cores=2, default=2, environ={"LOCAL_WORLD_SIZE": "2"}) == 1
+    assert choose_threads(None, cores=2, default=2, environ={"LOCAL_WORLD_SIZE": "4"}) == 1
+
+
+def test_pools_wait_passively_unless_the_user_chose():
+    environ = {}
+    passive_waits(environ)
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"} and not pools_spin(environ)
+    environ = {"OMP_WAIT_POLICY": "active"}
+    passive_waits(environ)
+    assert environ == {"OMP_WAIT_POLICY": "active"} and pools_spin(environ)
+
+
+def test_the_cli_sets_the_wait_policy_before_torch_loads():
+    """OpenMP reads OMP_WAIT_POLICY once, when torch is imported: the console script must set it first."""
+    code = ("import os, sys\n"
+            "sys.argv = ['sipvis', 'track', '--help']\n"
+            "from sipvis.cli import main\n"
+            "assert 'torch' not in sys.modules\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('policy', os.environ.get('OMP_WAIT_POLICY'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "policy PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "policy ACTIVE"
 
 
 def test_set_inference_threads_sets_torch_pool():

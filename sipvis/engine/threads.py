@@ -1,30 +1,34 @@
-"""How many threads torch's intra-op pool gets when a model command runs: chosen, not inherited.
+"""How the network's thread pools are sized and how they wait when a model command runs: chosen, not
+inherited.
 
 The pipeline has its own threads beside the network's: the reader (decode + host resize, FFmpeg's
-codec threads) and the writer (RLE, JSON, drawing, encoding). With torch's default (one intra-op
-thread per core) they oversubscribe the cores: on a 2-core machine the network ran 1.5-4x slower with
-two intra-op threads than with one while the reader and writer worked (BENCHMARKS.md, "Threads").
+codec threads) and the writer (RLE, JSON, drawing, encoding); the machine may run other work too.
 
-The rule (`choose_threads`): one core is left to the pipeline's own threads, so the network gets
-`cores - 1` intra-op threads (at least 1, at most torch's default), where `cores` is the number of CPUs
-this process may run on (its affinity mask, e.g. a container's cpuset), shared among the processes
-torchrun starts on the machine (`LOCAL_WORLD_SIZE`). An explicit choice always wins:
-`--threads N` (`requested`), else `OMP_NUM_THREADS` when set (torch read it at start and keeps it).
+Size (`choose_threads`): the network gets every CPU this process may run on (its affinity mask, e.g. a
+container's cpuset), shared among the processes torchrun starts on the machine (`LOCAL_WORLD_SIZE`).
+An explicit choice always wins: `--threads N` (`requested`), else `OMP_NUM_THREADS` when set (torch
+read it at start and keeps it).
 
-Only the CLI's model commands call `set_inference_threads` (`cli._model_options.build_segmenter`): library
-code never changes the pool of the program that imported it.
+Waiting (`passive_waits`, `pools_spin`): a pool thread with no work sleeps instead of spinning on its
+core. The CLI sets `OMP_WAIT_POLICY=PASSIVE` before torch loads (torch's OpenMP pool reads it once),
+unless the user set it; onnxruntime's pool spins only when `OMP_WAIT_POLICY=ACTIVE`. Spinning threads
+held the cores the reader, the writer and other processes needed: on a 2-core machine with one other
+busy process, two spinning threads made the R50 network 1.1-1.5x and the demo model 1.3-2x slower than
+one thread, where two sleeping threads were as fast as one; on an idle machine they made `sipvis track`
+1.8x faster (R50, onnxruntime) than the former rule of one core left to the pipeline (BENCHMARKS.md,
+"Threads").
+
+Only the CLI calls these (`cli.main`, `cli._model_options.build_segmenter`): library code never changes
+the pools of the program that imported it.
 """
 
 from __future__ import annotations
 
 import os
 
-import torch
-
 from sipvis.errors import SipvisError
 
-# threads kept free for the reader (decode, resize) and the writer (RLE, JSON, drawing, encoding)
-PIPELINE_CORES = 1
+WAIT_POLICY = "OMP_WAIT_POLICY"
 
 
 def available_cores() -> int:
@@ -35,6 +39,20 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def passive_waits(environ: dict | None = None) -> None:
+    """Idle pool threads sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose a policy. Effective only
+    before torch is imported: OpenMP reads the variable once, when torch loads it."""
+    environ = os.environ if environ is None else environ
+    if not environ.get(WAIT_POLICY, "").strip():
+        environ[WAIT_POLICY] = "PASSIVE"
+
+
+def pools_spin(environ: dict | None = None) -> bool:
+    """Whether the exported runtimes' pools may spin while waiting: only when `OMP_WAIT_POLICY=ACTIVE`."""
+    environ = os.environ if environ is None else environ
+    return environ.get(WAIT_POLICY, "").strip().upper() == "ACTIVE"
+
+
 def choose_threads(requested: int | None = None, cores: int | None = None, default: int | None = None,
                    environ: dict | None = None) -> int | None:
     """The intra-op thread count to set, or None to leave torch's pool as it is (OMP_NUM_THREADS given).
@@ -42,7 +60,7 @@ def choose_threads(requested: int | None = None, cores: int | None = None, defau
     Args:
         requested: `--threads` (None or 0 = automatic).
         cores: CPUs available (default `available_cores()`).
-        default: torch's current pool size (default `torch.get_num_threads()`).
+        default: torch's current pool size (default `torch.get_num_threads()`), an upper bound.
         environ: the environment (default `os.environ`).
     """
     if requested is not None and requested < 0:
@@ -55,12 +73,17 @@ def choose_threads(requested: int | None = None, cores: int | None = None, defau
     cores = available_cores() if cores is None else cores
     # processes started together by torchrun on this machine share its cores
     cores //= max(1, int(environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    default = torch.get_num_threads() if default is None else default
-    return max(1, min(default, cores - PIPELINE_CORES))
+    if default is None:
+        import torch
+
+        default = torch.get_num_threads()
+    return max(1, min(default, cores))
 
 
 def set_inference_threads(requested: int | None = None) -> int:
     """Apply `choose_threads` to torch's intra-op pool; returns the pool size now in effect."""
+    import torch
+
     threads = choose_threads(requested)
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from sipvis.engine.threads import pools_spin
 from sipvis.errors import SipvisError
 from sipvis.runtime.exported import INPUT_NAME, METADATA_KEY, ExportedModel, ExportInfo, require
 
@@ -41,6 +42,8 @@ class OnnxRuntimeModel(ExportedModel):
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle pool threads sleep unless OMP_WAIT_POLICY=ACTIVE (the reason: sipvis.engine.threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if pools_spin() else "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
