@@ -20,7 +20,7 @@ from sipvis.model.fold import folded_for_inference
 from sipvis.model.head import HeadOutputs
 from sipvis.model.postprocess import Detections, FrameGeometry
 from sipvis.model.postprocess import postprocess as decode_detections
-from sipvis.model.postprocess_coco import ImageGeometry, postprocess_image
+from sipvis.model.postprocess_coco import postprocess_image
 from sipvis.model.preprocess import normalize_and_pad, resize_exact, resize_frame
 from sipvis.model.sipmask import SipMaskVIS
 from sipvis.results import FrameInstances
@@ -185,10 +185,9 @@ class Segmenter:
     def postprocess(self, outputs: HeadOutputs, frames: list[PreparedFrame]) -> Detections:
         """Raw outputs of `frames` (one size) -> padded `Detections` on the device, at the original size.
         Image models (`cfg.task` "image") decode as the original SipMask-mmdetection (`postprocess_coco`)."""
-        if self.cfg.task == "image":
-            geom = ImageGeometry(frames[0].resized.shape[:2], frames[0].original, frames[0].scale)
-            return postprocess_image(outputs, geom, self.cfg, self.model.head.mask_scoring)
         geom = FrameGeometry(frames[0].resized.shape[:2], frames[0].original, frames[0].scale)
+        if self.cfg.task == "image":
+            return postprocess_image(outputs, geom, self.cfg, self.model.head.mask_scoring)
         return decode_detections(outputs, geom, self.cfg)
 
     def detect(self, frames: list[PreparedFrame]) -> Detections:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,17 +20,34 @@ from sipvis.model.head import HeadOutputs
 
 @dataclass
 class FrameGeometry:
-    """Sizes shared by every frame of a batch (one video has one size).
+    """Sizes shared by every frame of a batch (one video, or images of one size).
 
     Attributes:
         resized: (h, w) of the resized image fed to the network (before padding).
         original: (H, W) of the source frame.
-        scale: resize factor, resized = original * scale.
+        scale: resize factor, resized = original * scale: one number (keep-ratio resize) or (w_scale,
+            h_scale) (the fixed-size 544x544 image models).
     """
 
     resized: tuple[int, int]
     original: tuple[int, int]
-    scale: float
+    scale: float | tuple[float, float]
+
+    def box_scale(self, device: torch.device) -> float | torch.Tensor:
+        """The original's `scale_factor` as boxes are divided / multiplied by it: the number itself, or a
+        float32 (4,) tensor (w, h, w, h)."""
+        if isinstance(self.scale, tuple):
+            sx, sy = self.scale
+            return torch.tensor([sx, sy, sx, sy], dtype=torch.float32, device=device)
+        return self.scale
+
+    def mask_factor(self) -> tuple[float, float]:
+        """(fy, fx) of the mask upsampling, 2 / scale: in double for one number, in float32 per axis (the
+        original divides its float32 scale_factor array)."""
+        if isinstance(self.scale, tuple):
+            sx, sy = np.float32(self.scale[0]), np.float32(self.scale[1])
+            return float(np.float32(2) / sy), float(np.float32(2) / sx)
+        return 2 / self.scale, 2 / self.scale
 
 
 @dataclass
@@ -59,31 +77,30 @@ class Detections:
 
 
 def decode_candidates(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig):
-    """Per-level top-k by max-class score x centerness, decode and clamp boxes, rescale to the original.
+    """Per level: the `nms_pre` candidates with the largest max-class probability x centerness (in that
+    order), boxes decoded and clamped to the resized image; levels concatenated, boxes divided by the scale.
 
-    Returns boxes (B, N, 4) original pixels, scores (B, N, C) (score x centerness), coeffs (B, N, 4K).
+    Returns:
+        boxes (B, N, 4) original pixels, probabilities (B, N, C), centerness (B, N), coefficients (B, N, 4K).
     """
     h_img, w_img = geom.resized
-    all_boxes, all_scores, all_coeffs = [], [], []
+    parts: list[list[torch.Tensor]] = [[], [], [], []]
     for cls, reg, ctr, cof, stride in zip(out.cls_logits, out.bbox_reg, out.centerness, out.coeffs, cfg.strides):
         b, c, h, w = cls.shape
-        scores = cls.float().sigmoid().permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, C, H, W) -> (B, HW, C)
-        centerness = ctr.float().sigmoid().reshape(b, h * w)
+        prob = cls.float().sigmoid().permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, C, H, W) -> (B, HW, C)
+        centerness = ctr.float().sigmoid().reshape(b, h * w, 1)
         dist = reg.float().permute(0, 2, 3, 1).reshape(b, h * w, 4)
         coeffs = cof.float().permute(0, 2, 3, 1).reshape(b, h * w, -1)
-        points = level_points(h, w, stride, cls.device).expand(b, -1, -1)
+        level = [prob, centerness, dist, coeffs, level_points(h, w, stride, cls.device).expand(b, -1, -1)]
         if cfg.nms_pre > 0 and h * w > cfg.nms_pre:
-            top = (scores * centerness[..., None]).max(-1).values.topk(cfg.nms_pre, dim=1).indices  # (B, k)
-            scores = scores.gather(1, top[..., None].expand(-1, -1, c))
-            centerness = centerness.gather(1, top)
-            dist = dist.gather(1, top[..., None].expand(-1, -1, 4))
-            coeffs = coeffs.gather(1, top[..., None].expand(-1, -1, coeffs.shape[-1]))
-            points = points.gather(1, top[..., None].expand(-1, -1, 2))
-        all_boxes.append(distance_to_box(points, dist, clip_to=(h_img, w_img)))
-        all_scores.append(scores * centerness[..., None])
-        all_coeffs.append(coeffs)
-    boxes = torch.cat(all_boxes, 1) / geom.scale
-    return boxes, torch.cat(all_scores, 1), torch.cat(all_coeffs, 1)
+            top = (prob * centerness).max(-1).values.topk(cfg.nms_pre, dim=1).indices  # (B, k), descending
+            level = [t.gather(1, top[..., None].expand(-1, -1, t.shape[-1])) for t in level]
+        prob, centerness, dist, coeffs, points = level
+        for part, t in zip(parts, (distance_to_box(points, dist, clip_to=(h_img, w_img)), prob,
+                                   centerness[..., 0], coeffs)):
+            part.append(t)
+    boxes, probs, centerness, coeffs = (torch.cat(p, 1) for p in parts)
+    return boxes / geom.box_scale(boxes.device), probs, centerness, coeffs
 
 
 def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, cfg: SipMaskConfig):
@@ -197,40 +214,50 @@ def _covered_pixels(inside: torch.Tensor, multiple: int = 1024) -> tuple[torch.T
 
 def postprocess(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig) -> Detections:
     """Raw head outputs of B frames -> padded `Detections` at the original frame size."""
-    boxes, scores, coeffs = decode_candidates(out, geom, cfg)
-    index, labels, det_scores, valid = fast_nms(boxes, scores, cfg)
+    boxes, probs, centerness, coeffs = decode_candidates(out, geom, cfg)
+    index, labels, det_scores, valid = fast_nms(boxes, probs * centerness[..., None], cfg)
     det_boxes = boxes.gather(1, index[..., None].expand(-1, -1, 4))
+    # every slot's coefficients: the mask product's rows set its rounding (`crop_split_masks`)
     det_coeffs = coeffs.gather(1, index[..., None].expand(-1, -1, coeffs.shape[-1]))
     soft = crop_split_masks(out.basis, det_coeffs, det_boxes * geom.scale / 2)
-    masks = upsample_masks(soft, valid, geom, cfg.mask_thr)
+    used = leading_slots(valid)
+    masks = paste_masks(soft[:, :used], valid, used, geom, cfg.mask_thr)
     embeddings = box_embeddings(out.track_feats, det_boxes * geom.scale)
     return Detections(det_boxes, det_scores, labels, valid, masks, embeddings)
 
 
-def upsample_masks(soft: torch.Tensor, valid: torch.Tensor, geom: FrameGeometry, threshold: float) -> torch.Tensor:
-    """(B, N, h, w) soft masks at the basis size -> (B, N, H, W) bool at the original size: bilinear by
-    2 / scale (align_corners False, the scale factor given to `F.interpolate`, as the original), > threshold,
-    top-left aligned into zeros and cropped to fit; all False in invalid slots.
+def leading_slots(valid: torch.Tensor) -> int:
+    """The number of leading (B, K) slots that hold a valid detection in some frame (valid slots come
+    first): masks are made for these only. One host sync."""
+    return int(valid.sum(1).max()) if valid.numel() else 0
 
-    Only the leading slots holding a valid detection in some frame are upsampled (valid slots come first;
-    one host sync per batch). When the factor is a power of two (640x360 and 1280x720 sources), only each
-    mask's band of rows is upsampled (`_upsample_row_bands`); otherwise the whole maps are.
+
+def paste_masks(soft: torch.Tensor, valid: torch.Tensor, used: int, geom: FrameGeometry, threshold: float,
+                chunk: int = 16) -> torch.Tensor:
+    """(B, U, h, w) soft masks at the basis size of the U = `used` leading slots of (B, K) `valid`
+    (`leading_slots`) -> (B, K, H, W) bool at the original size: bilinear by `geom.mask_factor()` given to
+    `F.interpolate` (align_corners False, as the original; output floor(size x factor)), > threshold,
+    pasted at the top-left into zeros and cropped to fit; all False in invalid slots.
+
+    Slots are upsampled `chunk` at a time (memory: 100 masks of a 1333x800 image). When both factors are
+    one power of two (640x360 and 1280x720 video sources), only each mask's band of rows is upsampled
+    (`_upsample_row_bands`, the same bits); otherwise the whole maps are.
     """
-    b, n = valid.shape
+    b, k = valid.shape
     H, W = geom.original
-    masks = torch.zeros((b, n, H, W), dtype=torch.bool, device=soft.device)
-    used = int(valid.sum(1).max()) if valid.numel() else 0
-    if used == 0:
-        return masks
-    # invalid slots of a frame among the leading ones are zeroed first, so they threshold to False
-    src = soft[:, :used] * valid[:, :used, None, None]
-    factor = 2 / geom.scale
-    if factor >= 1 and factor.is_integer() and int(factor) & (int(factor) - 1) == 0:
-        up = _upsample_row_bands(src, int(factor), threshold)
-    else:
-        up = F.interpolate(src, scale_factor=factor, mode="bilinear", align_corners=False) > threshold
-    hh, ww = min(up.shape[-2], H), min(up.shape[-1], W)
-    masks[:, :used, :hh, :ww] = up[..., :hh, :ww]
+    masks = torch.zeros((b, k, H, W), dtype=torch.bool, device=soft.device)
+    fy, fx = geom.mask_factor()
+    banded = fy == fx and fy >= 1 and fy.is_integer() and int(fy) & (int(fy) - 1) == 0
+    for start in range(0, used, chunk):
+        stop = min(start + chunk, used)
+        # invalid slots of a frame among the leading ones are zeroed first, so they threshold to False
+        src = soft[:, start:stop] * valid[:, start:stop, None, None]
+        if banded:
+            up = _upsample_row_bands(src, int(fy), threshold)
+        else:
+            up = F.interpolate(src, scale_factor=(fy, fx), mode="bilinear", align_corners=False) > threshold
+        hh, ww = min(up.shape[-2], H), min(up.shape[-1], W)
+        masks[:, start:stop, :hh, :ww] = up[..., :hh, :ww]
     return masks
 
 

@@ -1,6 +1,6 @@
 """Test-time decoding of the SipMask COCO image models, as the original SipMask-mmdetection
 (`SipMaskHead.get_bboxes` + `simple_test`), batched like the video path (`postprocess.py`), whose pieces it
-reuses: level points, box decoding, fast NMS, crop-split masks.
+reuses: candidate decoding, fast NMS, crop-split masks and their pasting at the original size.
 
 What differs from SipMask-VIS (the spec: ../shared/reference/sipmask_coco/README.md):
 
@@ -15,74 +15,14 @@ What differs from SipMask-VIS (the spec: ../shared/reference/sipmask_coco/README
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from sipvis.model.box_ops import box_iou, distance_to_box, level_points
+from sipvis.model.box_ops import box_iou
 from sipvis.model.config import SipMaskConfig
 from sipvis.model.head import HeadOutputs, MaskRescoring
-from sipvis.model.postprocess import Detections, crop_split_masks, fast_nms
-
-
-@dataclass
-class ImageGeometry:
-    """Sizes shared by the images of a batch.
-
-    Attributes:
-        resized: (h, w) of the resized image fed to the network (before padding).
-        original: (H, W) of the source image.
-        scale: resized = original * scale: one number (keep-ratio resize) or (w_scale, h_scale) (fixed size).
-    """
-
-    resized: tuple[int, int]
-    original: tuple[int, int]
-    scale: float | tuple[float, float]
-
-    def box_scale(self, device: torch.device) -> float | torch.Tensor:
-        """The original's `scale_factor` as boxes are divided / multiplied by it: the number itself, or a
-        float32 (4,) tensor (w, h, w, h)."""
-        if isinstance(self.scale, tuple):
-            sx, sy = self.scale
-            return torch.tensor([sx, sy, sx, sy], dtype=torch.float32, device=device)
-        return self.scale
-
-    def mask_factor(self) -> tuple[float, float]:
-        """(fy, fx) of the mask upsampling, 2 / scale: in double for one number, in float32 per axis (the
-        original divides its float32 scale_factor array)."""
-        if isinstance(self.scale, tuple):
-            sx, sy = np.float32(self.scale[0]), np.float32(self.scale[1])
-            return float(np.float32(2) / sy), float(np.float32(2) / sx)
-        return 2 / self.scale, 2 / self.scale
-
-
-def decode_image_candidates(out: HeadOutputs, geom: ImageGeometry, cfg: SipMaskConfig):
-    """Per level: the `nms_pre` candidates with the largest max-class probability x centerness (in that
-    order), boxes decoded and clamped to the resized image; levels concatenated, boxes divided by the scale.
-
-    Returns:
-        boxes (B, N, 4) original pixels, probabilities (B, N, C), centerness (B, N), coefficients (B, N, 4K).
-    """
-    h_img, w_img = geom.resized
-    parts: list[list[torch.Tensor]] = [[], [], [], []]
-    for cls, reg, ctr, cof, stride in zip(out.cls_logits, out.bbox_reg, out.centerness, out.coeffs, cfg.strides):
-        b, c, h, w = cls.shape
-        prob = cls.float().sigmoid().permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, C, H, W) -> (B, HW, C)
-        centerness = ctr.float().sigmoid().reshape(b, h * w, 1)
-        dist = reg.float().permute(0, 2, 3, 1).reshape(b, h * w, 4)
-        coeffs = cof.float().permute(0, 2, 3, 1).reshape(b, h * w, -1)
-        level = [prob, centerness, dist, coeffs, level_points(h, w, stride, cls.device).expand(b, -1, -1)]
-        if cfg.nms_pre > 0 and h * w > cfg.nms_pre:
-            top = (prob * centerness).max(-1).values.topk(cfg.nms_pre, dim=1).indices  # (B, k), descending
-            level = [t.gather(1, top[..., None].expand(-1, -1, t.shape[-1])) for t in level]
-        prob, centerness, dist, coeffs, points = level
-        for part, t in zip(parts, (distance_to_box(points, dist, clip_to=(h_img, w_img)), prob,
-                                   centerness[..., 0], coeffs)):
-            part.append(t)
-    boxes, probs, centerness, coeffs = (torch.cat(p, 1) for p in parts)
-    return boxes / geom.box_scale(boxes.device), probs, centerness, coeffs
+from sipvis.model.postprocess import (Detections, FrameGeometry, crop_split_masks, decode_candidates, fast_nms,
+                                      leading_slots, paste_masks)
 
 
 def per_class_nms(boxes: torch.Tensor, probs: torch.Tensor, centerness: torch.Tensor, cfg: SipMaskConfig
@@ -140,7 +80,7 @@ def _per_class_batch(boxes, probs, centerness, cfg: SipMaskConfig):
     return index, labels, scores, valid
 
 
-def postprocess_image(out: HeadOutputs, geom: ImageGeometry, cfg: SipMaskConfig,
+def postprocess_image(out: HeadOutputs, geom: FrameGeometry, cfg: SipMaskConfig,
                       rescoring: MaskRescoring | None = None) -> Detections:
     """Raw head outputs of B images of one size -> padded `Detections` at the original size.
 
@@ -150,14 +90,14 @@ def postprocess_image(out: HeadOutputs, geom: ImageGeometry, cfg: SipMaskConfig,
         cfg: an image model's config (`cfg.nms` picks the NMS).
         rescoring: the SipMask++ re-scoring branch (`head.mask_scoring`), or None.
     """
-    boxes, probs, centerness, coeffs = decode_image_candidates(out, geom, cfg)
+    boxes, probs, centerness, coeffs = decode_candidates(out, geom, cfg)
     if cfg.nms == "per_class":
         index, labels, scores, valid = _per_class_batch(boxes, probs, centerness, cfg)
     else:
         index, labels, scores, valid = fast_nms(boxes, probs * centerness[..., None], cfg)
     det_boxes = boxes.gather(1, index[..., None].expand(-1, -1, 4))
     # masks only for the leading slots that hold a detection in some image (valid slots come first)
-    used = int(valid.sum(1).max()) if valid.numel() else 0  # one host sync
+    used = leading_slots(valid)
     det_coeffs = coeffs.gather(1, index[:, :used, None].expand(-1, -1, coeffs.shape[-1]))
     # the crop box comes from the returned box, back in input pixels, at the basis' half resolution
     soft = crop_split_masks(out.basis, det_coeffs, det_boxes[:, :used] * geom.box_scale(boxes.device) / 2)
@@ -171,24 +111,3 @@ def postprocess_image(out: HeadOutputs, geom: ImageGeometry, cfg: SipMaskConfig,
             mask_scores[:, :used][live] = predicted * scores[:, :used][live]
     masks = paste_masks(soft, valid, used, geom, cfg.mask_thr)
     return Detections(det_boxes, scores, labels, valid, masks, None, mask_scores)
-
-
-def paste_masks(soft: torch.Tensor, valid: torch.Tensor, used: int, geom: ImageGeometry, threshold: float,
-                chunk: int = 16) -> torch.Tensor:
-    """(B, U, h, w) soft masks at the basis size of the U = `used` leading slots of (B, K) `valid` (the
-    most valid slots of any image, counted once by the caller) -> (B, K, H, W) bool
-    at the original size: bilinear with the factor `geom.mask_factor()` given to `F.interpolate`
-    (align_corners False; output floor(size x factor)), > threshold, pasted at the top-left into zeros and
-    cropped to fit. Only the leading slots holding a valid detection are upsampled, `chunk` at a time
-    (memory); invalid slots are all False."""
-    b, k = valid.shape
-    H, W = geom.original
-    masks = torch.zeros((b, k, H, W), dtype=torch.bool, device=soft.device)
-    factor = geom.mask_factor()
-    for start in range(0, used, chunk):
-        stop = min(start + chunk, used)
-        src = soft[:, start:stop] * valid[:, start:stop, None, None]
-        up = F.interpolate(src, scale_factor=factor, mode="bilinear", align_corners=False) > threshold
-        hh, ww = min(up.shape[-2], H), min(up.shape[-1], W)
-        masks[:, start:stop, :hh, :ww] = up[..., :hh, :ww]
-    return masks
