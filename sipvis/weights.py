@@ -138,11 +138,14 @@ class Entry:
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """A checkpoint on disk: `format` is "mmdet-v1", "sipvis" or "unknown" (to be sniffed by the loader)."""
+    """A checkpoint on disk: `format` is "mmdet-v1", "sipvis" or "unknown" (to be sniffed by the loader);
+    `sha256` is the checksum that resolving just verified the cached file against ("" for a local path or a
+    bundled checkpoint): what identifies it without hashing it again."""
 
     path: Path
     format: str
     name: str | None = None
+    sha256: str = ""
 
 
 # ----------------------------------------------------------------------------- cache and registry
@@ -271,13 +274,13 @@ def _resolve(spec: str, allow_download: bool, force: bool, progress: DownloadPro
         if entry is None:
             dest = weights_dir() / f"url-{hashlib.sha256(spec.encode()).hexdigest()[:12]}" / _url_filename(spec)
             path = _cached_or_download(spec, spec, dest, None, allow_download, force, progress)
-            return ResolvedWeights(path, guess_format(path), None)
+            return ResolvedWeights(path, guess_format(path), None, recorded_sha256(path) or "")
     if entry is not None:
         if entry.is_local:
             return ResolvedWeights(_bundled_path(entry), entry.format, entry.name)
         path = _cached_or_download(f"'{entry.name}'", entry, entry.local_path(), entry.sha256 or None,
                                    allow_download, force, progress)
-        return ResolvedWeights(path, entry.format, entry.name)
+        return ResolvedWeights(path, entry.format, entry.name, recorded_sha256(path) or "")
 
     path = Path(spec).expanduser()
     if path.exists():

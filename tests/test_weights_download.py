@@ -284,7 +284,7 @@ def test_cache_dir_follows_sipvis_home(monkeypatch, tmp_path):
 def test_resolve_registry_name_downloads_into_cache_then_reuses_it(base, server, tmp_path):
     resolved = weights.resolve_weights("sipmask-r50-ytvis", progress=None)
     expected = tmp_path / "home" / "weights" / "sipmask_vis_r50_1x.pth"
-    assert resolved == weights.ResolvedWeights(expected, "mmdet-v1", "sipmask-r50-ytvis")
+    assert resolved == weights.ResolvedWeights(expected, "mmdet-v1", "sipmask-r50-ytvis", DATA_SHA)
     assert expected.read_bytes() == DATA
     assert weights.recorded_sha256(expected) == DATA_SHA  # official sha256 unknown: recorded on first download
     n_requests = len(server.log)
@@ -293,6 +293,19 @@ def test_resolve_registry_name_downloads_into_cache_then_reuses_it(base, server,
     expected.write_bytes(b"not the checkpoint")
     with pytest.raises(SipvisError, match="does not match its sha256"):
         weights.resolve_weights("sipmask-r50-ytvis")
+
+
+def test_export_cache_key_of_a_cached_file_hashes_it_once(base, server, monkeypatch):
+    """`--runtime` keys its export by the checkpoint's sha256: the checksum resolving just verified, not a
+    second pass over a file of hundreds of MB."""
+    from sipvis.runtime.choose import source_sha256
+
+    weights.resolve_weights("sipmask-r50-ytvis", progress=None)  # downloaded and recorded
+    hashed = []
+    real = weights.sha256_file
+    monkeypatch.setattr(weights, "sha256_file", lambda path: hashed.append(path) or real(path))
+    assert source_sha256("sipmask-r50-ytvis") == hashlib.sha256(DATA_SHA.encode()).hexdigest()
+    assert len(hashed) == 1  # the cache check
 
 
 def test_resolve_drive_link_of_a_registry_entry_uses_its_cache_file(base, tmp_path):
@@ -306,7 +319,7 @@ def test_resolve_url_caches_by_url_hash_and_file_name(base, tmp_path):
     resolved = weights.resolve_weights(url, progress=None)
     key = hashlib.sha256(url.encode()).hexdigest()[:12]
     assert resolved == weights.ResolvedWeights(tmp_path / "home" / "weights" / f"url-{key}" / "model.safetensors",
-                                               "sipvis", None)
+                                               "sipvis", None, DATA_SHA)
     assert resolved.path.read_bytes() == DATA
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from sipvis.errors import SipvisError
 from sipvis.io.files import ensure_folder, publish, reason, temp_file_beside
-from sipvis.io.ytvis_results import encode_rle
+from sipvis.io.ytvis_results import encode_rles
 
 
 def category_id_table(category_ids: Sequence[int], num_classes: int) -> list[int]:
@@ -54,6 +54,7 @@ def coco_results_entries(image_id: int, boxes: np.ndarray, scores: np.ndarray, l
     order = np.argsort(labels, kind="stable")  # bbox2result: class by class, detection order within one
     bbox_entries: list[dict] = []
     segm_entries: list[dict] = []
+    rles = encode_rles(masks) if masks is not None else []  # one pycocotools call for the image
     for k in order.tolist():
         x1, y1, x2, y2 = boxes[k].tolist()
         entry = {"image_id": int(image_id), "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1],
@@ -61,7 +62,7 @@ def coco_results_entries(image_id: int, boxes: np.ndarray, scores: np.ndarray, l
         bbox_entries.append(entry)
         if masks is not None:
             score = float(np.float32(mask_scores[k])) if mask_scores is not None else entry["score"]
-            segm_entries.append({**entry, "score": score, "segmentation": encode_rle(masks[k])})
+            segm_entries.append({**entry, "score": score, "segmentation": rles[k]})
     return bbox_entries, segm_entries
 
 

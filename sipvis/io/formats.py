@@ -48,7 +48,7 @@ from pycocotools import mask as mask_utils
 from sipvis.errors import SipvisError
 from sipvis.io.background import media_warning
 from sipvis.io.colors import track_colors
-from sipvis.io.files import ensure_folder, publish, reason, temp_file_beside, write_bytes_atomic
+from sipvis.io.files import ensure_folder, publish, reason, temp_file_beside
 from sipvis.io.render import owner_map
 from sipvis.io.source import Frame
 from sipvis.results import FrameInstances
@@ -135,11 +135,11 @@ class InstancePngSink:
             data = encode_png(ids.astype(np.uint16))
         else:
             data = encode_png(ids.astype(np.uint8), self._palette)
-        try:
-            write_bytes_atomic(self._staging / self.path_for(instances.index).name, data)
-        except SipvisError as exc:
+        try:  # a plain write: the staging folder is private until `close` moves its files
+            (self._staging / self.path_for(instances.index).name).write_bytes(data)
+        except OSError as exc:
             self._failed = True
-            raise SipvisError(str(exc).replace(str(self._staging), str(self.folder))) from None
+            raise SipvisError(f"cannot write {self.path_for(instances.index)}: {reason(exc)}") from None
         self.frames_written += 1
 
     def close(self) -> None:
@@ -189,8 +189,10 @@ def mots_lines(frame: FrameInstances, first_frame: int = 0) -> list[str]:
 
 
 class MotsTxtSink:
-    """Writes MOTS text lines to `path` (parent folders created), flushed after every frame. See the module docstring;
-    `first_frame`: the number of source frame 0 (0: KITTI-MOTS, 1: MOTSChallenge, see `MOTS_STYLES`)."""
+    """Writes MOTS text lines to `path` (parent folders created). See the module docstring; `first_frame`:
+    the number of source frame 0 (0: KITTI-MOTS, 1: MOTSChallenge, see `MOTS_STYLES`). The lines go to a
+    private file beside `path` that `close` moves into place, flushed after every frame: one write call
+    a frame, and a killed run's `.partial` file still holds every finished frame."""
 
     def __init__(self, path: str | Path, first_frame: int = 0) -> None:
         self.path = Path(path)
@@ -212,7 +214,7 @@ class MotsTxtSink:
         try:
             if lines:
                 self._file.write("\n".join(lines) + "\n")
-            self._file.flush()  # an interrupted run keeps every finished frame
+            self._file.flush()
         except OSError as exc:
             self._failed = True
             raise SipvisError(f"cannot write {self.path}: {reason(exc)}") from None

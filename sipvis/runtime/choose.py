@@ -131,6 +131,8 @@ def source_sha256(weights: str | Path, progress: DownloadProgress | None = None)
     from sipvis.weights import resolve_weights, sha256_file
 
     resolved = resolve_weights(str(weights), progress=progress)
+    if resolved.sha256 and resolved.format != "sipvis":  # a registry file just verified: not hashed again
+        return hashlib.sha256(resolved.sha256.encode()).hexdigest()
     files = checkpoint_paths(resolved.path) if resolved.format == "sipvis" else (resolved.path,)
     return hashlib.sha256("".join(sha256_file(Path(f)) for f in files).encode()).hexdigest()
 
