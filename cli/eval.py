@@ -197,13 +197,11 @@ def run_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | Non
     """Run the model over a split (this rank's share under torchrun), gather, zip, and score if possible."""
     from sipvis.data.ytvis import find_split
     from sipvis.engine import dataset_run as dr
-    from sipvis.engine.distributed import DistInfo, rank_device
+    from sipvis.engine.distributed import DistInfo
 
     the_split = dr.Split.load(find_split(data_root, split), subset)
     info = DistInfo.from_env()
-    segmenter, _ = build_segmenter(model["weights"], rank_device(model["device"], info), model["precision"],
-                                   model["batch"], model["score_thr"], None, model["class_filter"],
-                                   progress=not quiet and info.main)
+    segmenter = _rank_segmenter(model, info, quiet)
     with _SplitView(quiet, show_bars=not quiet and info.main) as view:
         results = dr.run_dataset(the_split, segmenter, out_dir, info, progress=view,
                                  tracker=model.get("tracker", "original"))
@@ -215,6 +213,17 @@ def run_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int | Non
         return
     score_results_file(dr.ground_truth_file(the_split, out_dir), results, json_path=json_path, quiet=quiet,
                        metrics=metrics)
+
+
+def _rank_segmenter(model: dict, info, quiet: bool, default_weights: str | None = None):
+    """The `Segmenter` of this rank (its device under torchrun) for the model options of a dataset run;
+    `default_weights` when `--weights` is not given (None: the registry's default video model)."""
+    from sipvis.engine.distributed import rank_device
+
+    segmenter, _ = build_segmenter(model["weights"] or default_weights, rank_device(model["device"], info),
+                                   model["precision"], model["batch"], model["score_thr"], None,
+                                   model["class_filter"], progress=not quiet and info.main)
+    return segmenter
 
 
 class _SplitView:
@@ -478,14 +487,12 @@ def run_coco_dataset(split: str, data_root: Path, out_dir: Path, *, subset: int 
                      quiet: bool, model: dict, iou_types: tuple[str, ...] | None = None) -> None:
     """Run an image model over a COCO split (this rank's share under torchrun), gather, and score."""
     from sipvis.engine import dataset_run as dr
-    from sipvis.engine.distributed import DistInfo, rank_device
+    from sipvis.engine.distributed import DistInfo
     from sipvis.engine.segment_run import DEFAULT_IMAGE_WEIGHTS, check_image_model
 
     the_split = dr.CocoSplit.find(data_root, split, subset)
     info = DistInfo.from_env()
-    segmenter, _ = build_segmenter(model["weights"] or DEFAULT_IMAGE_WEIGHTS, rank_device(model["device"], info),
-                                   model["precision"], model["batch"], model["score_thr"], None,
-                                   model["class_filter"], progress=not quiet and info.main)
+    segmenter = _rank_segmenter(model, info, quiet, DEFAULT_IMAGE_WEIGHTS)
     check_image_model(segmenter)
     with _SplitView(quiet, show_bars=not quiet and info.main, units=("chunks", "images")) as view:
         results = dr.run_coco_dataset(the_split, segmenter, out_dir, info, progress=view)
