@@ -139,3 +139,6 @@ def _print_table(result, stages, end_to_end) -> None:
     console.print(table)
     console.print(f"weights: {info['weights']}; model {info['model']}; tracker {info['tracker']}; "
                   f"{result.detections_per_frame:.1f} detections/frame", highlight=False)
+    share = result.network_share()
+    if share is not None:
+        console.print(f"end to end to JSON runs at {100 * share:.0f}% of the network stage's rate", highlight=False)

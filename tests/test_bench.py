@@ -53,6 +53,9 @@ def test_bench_cli_reports_every_stage(tiny, tmp_path):
     assert report["detections_per_frame"] > 0  # random logits: masks went through post-processing and render
     for name in (*STAGES, *END_TO_END):  # the table on stdout has a row per stage
         assert name in result.stdout
+    share = report["end_to_end"]["end-to-end json"]["fps"] / report["stages"]["network"]["fps"]
+    assert report["end_to_end_json_vs_network"] == pytest.approx(share, rel=1e-3)
+    assert f"end to end to JSON runs at {100 * share:.0f}% of the network stage's rate" in " ".join(result.stdout.split())
 
 
 def test_quiet_with_json_prints_nothing(tiny, tmp_path):

@@ -86,7 +86,16 @@ class BenchResult:
     detections_per_frame: float
     info: dict = field(default_factory=dict)  # device, precision, batch, weights, input... (filled by the caller)
 
+    def network_share(self) -> float | None:
+        """End to end to JSON as a fraction of the network stage's rate (1 = the pipeline runs as fast as
+        its network alone); None when either was not measured."""
+        rates = {s.name: s.fps for s in self.stages + self.end_to_end}
+        if not rates.get("network") or END_TO_END[0] not in rates:
+            return None
+        return rates[END_TO_END[0]] / rates["network"]
+
     def to_dict(self) -> dict:
+        share = self.network_share()
         return {
             **self.info,
             "input_size": [self.width, self.height],
@@ -94,6 +103,7 @@ class BenchResult:
             "detections_per_frame": round(self.detections_per_frame, 3),
             "stages": {s.name: s.to_dict() for s in self.stages},
             "end_to_end": {s.name: s.to_dict() for s in self.end_to_end},
+            "end_to_end_json_vs_network": None if share is None else round(share, 4),
         }
 
 
