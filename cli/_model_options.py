@@ -87,7 +87,7 @@ def build_segmenter(weights: str | None, device: str, precision: str, batch: int
     """
     from sipvis.cli._progress import DownloadBars
     from sipvis.engine.inference import Segmenter
-    from sipvis.engine.threads import set_inference_threads
+    from sipvis.engine.threads import fit_threads_to_model, set_inference_threads
     from sipvis.weights import default_weights_name
 
     set_inference_threads(requested_threads())
@@ -98,6 +98,7 @@ def build_segmenter(weights: str | None, device: str, precision: str, batch: int
         segmenter = Segmenter.from_checkpoint(weights or default_weights_name(), device, precision, batch,
                                               progress=bars, overrides=overrides, runtime=runtime,
                                               notice=lambda line: click.echo(line, err=True))
+    fit_threads_to_model(segmenter.model, segmenter.device, requested_threads())
     return segmenter, class_indices(class_filter, segmenter.class_names)
 
 
@@ -115,7 +116,7 @@ def class_indices(class_filter: tuple[str, ...] | list[str], class_names: tuple[
 
 
 THREADS_HELP = ("Intra-op threads of the network on CPU (default 0: one per available core, sleeping when idle; "
-                "OMP_NUM_THREADS and OMP_WAIT_POLICY are respected when set).")
+                "one for a small eager model; OMP_NUM_THREADS and OMP_WAIT_POLICY are respected when set).")
 
 
 def _store_threads(ctx, param, value: int | None) -> None:

@@ -11,8 +11,10 @@ import torch
 from click.testing import CliRunner
 
 from sipvis.cli import cli
-from sipvis.engine.threads import choose_threads, passive_waits, pools_spin, set_inference_threads
+from sipvis.engine.threads import (choose_threads, fit_threads_to_model, passive_waits, pools_spin,
+                                   set_inference_threads)
 from sipvis.errors import SipvisError
+from sipvis.model.config import SipMaskConfig
 
 
 @pytest.mark.parametrize(("cores", "default", "expected"), [(2, 2, 2), (1, 1, 1), (8, 8, 8), (16, 4, 4)])
@@ -56,6 +58,31 @@ def test_the_cli_sets_the_wait_policy_before_torch_loads():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[-1] == "policy ACTIVE"
+
+
+class _Net:
+    def __init__(self, size, runtime=None):
+        self.cfg = SipMaskConfig(max_size=size)
+        if runtime:
+            self.runtime = runtime
+
+
+@pytest.mark.parametrize(("size", "runtime", "device", "environ", "requested", "expected"), [
+    ((256, 144), None, "cpu", {}, None, 1),                       # the demo model, eager: one thread
+    ((256, 144), "torchscript", "cpu", {}, None, 1),              # torch's kernels too
+    ((640, 360), None, "cpu", {}, None, 2),                       # the R50: every core
+    ((256, 144), "onnxruntime", "cpu", {}, None, 2),              # an exported runtime: every core
+    ((256, 144), None, "cuda", {}, None, 2),                      # the network is on the GPU
+    ((256, 144), None, "cpu", {}, 2, 2),                          # --threads 2 wins
+    ((256, 144), None, "cpu", {"OMP_NUM_THREADS": "2"}, None, 2),  # so does OMP_NUM_THREADS
+])
+def test_small_eager_networks_run_on_one_thread(size, runtime, device, environ, requested, expected):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert fit_threads_to_model(_Net(size, runtime), device, requested, environ) == expected
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_set_inference_threads_sets_torch_pool():

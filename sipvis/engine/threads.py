@@ -18,6 +18,11 @@ one thread, where two sleeping threads were as fast as one; on an idle machine t
 1.8x faster (R50, onnxruntime) than the former rule of one core left to the pipeline (BENCHMARKS.md,
 "Threads").
 
+Small eager networks (`fit_threads_to_model`): an eager torch network whose input is under
+`SMALL_INPUT_PIXELS` runs on one thread: its operations are too small to share, and on 2 cores the demo
+model (256x144) tracked 1.2x faster on one thread than on two (while the R50, 640x360, was 1.6x faster
+on two). Exported runtimes keep every core: there the demo model was fastest on two as well.
+
 Only the CLI calls these (`cli.main`, `cli._model_options.build_segmenter`): library code never changes
 the pools of the program that imported it.
 """
@@ -29,6 +34,8 @@ import os
 from sipvis.errors import SipvisError
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
+# an eager network whose input (the config's max_size) has fewer pixels runs on one intra-op thread
+SMALL_INPUT_PIXELS = 100_000
 
 
 def available_cores() -> int:
@@ -87,4 +94,20 @@ def set_inference_threads(requested: int | None = None) -> int:
     threads = choose_threads(requested)
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def fit_threads_to_model(model, device, requested: int | None = None, environ: dict | None = None) -> int:
+    """After the model is built: an eager torch network on the CPU with a small input
+    (`SMALL_INPUT_PIXELS`) gets one intra-op thread, unless the count was chosen (`--threads`,
+    `OMP_NUM_THREADS`). Returns the pool size now in effect."""
+    import torch
+
+    environ = os.environ if environ is None else environ
+    chosen = bool(requested) or bool(environ.get("OMP_NUM_THREADS", "").strip())
+    # TorchScript runs torch's own kernels on torch's pool
+    eager = getattr(model, "runtime", "torch") in ("torch", "torchscript") and torch.device(device).type == "cpu"
+    width, height = model.cfg.max_size
+    if eager and not chosen and width * height < SMALL_INPUT_PIXELS:
+        torch.set_num_threads(1)
     return torch.get_num_threads()
