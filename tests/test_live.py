@@ -61,9 +61,15 @@ class SlowSegmenter(Segmenter):
     def boxes_for(h: int, w: int) -> list[tuple[int, int, int, int]]:
         return [(w // 10, h // 5, 4 * w // 10, 4 * h // 5), (55 * w // 100, 3 * h // 10, 9 * w // 10, 9 * h // 10)]
 
-    def detect(self, frames) -> Detections:
+    def preprocess(self, frames):
+        return frames
+
+    def forward(self, frames):  # the "network": takes its time in the network's thread
         time.sleep(self.delay)
         self.seen.extend(f.index for f in frames)
+        return frames
+
+    def postprocess(self, outputs, frames) -> Detections:
         b = len(frames)
         h, w = frames[0].original
         boxes = torch.tensor(self.boxes_for(h, w), dtype=torch.float32)

@@ -131,15 +131,12 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
             if progress is not None:
                 progress(1)
 
-    # a stand-in segmenter that scripts `detect` itself (tests) runs it whole in the network's thread
-    split = type(segmenter).detect is Segmenter.detect
-
     def post(item) -> None:  # in the post-processing thread: detections, tracks, hand-over to the writer
         if item is None:  # the end of the input: the unreadable frames after the last readable one
             submit_gaps(gaps.before(None))
             return
         batch, outputs = item
-        dets = segmenter.postprocess(outputs, batch) if split else outputs
+        dets = segmenter.postprocess(outputs, batch)
         for frame, instances in segmenter.assign_tracks(batch, dets, tracker):
             submit_gaps(gaps.before(frame.index))
             writer.submit((frame.source, output_filter(corrections(instances))))
@@ -153,7 +150,7 @@ def track_source(source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink
         prepared = threaded_iter(decode_and_prepare, maxsize=max(queue_size, 2 * segmenter.batch_size),
                                  name=f"sipvis-reader:{source.name}")
         for batch in segmenter.batches(prepared):
-            poster.submit((batch, segmenter.forward(segmenter.preprocess(batch)) if split else segmenter.detect(batch)))
+            poster.submit((batch, segmenter.forward(segmenter.preprocess(batch))))
             if progress is not None:
                 progress(len(batch))
         poster.submit(None)
