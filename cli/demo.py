@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sipvis.cli._model_options import tracker_option
+from sipvis.cli._model_options import runtime_option, threads_option, tracker_option
 from sipvis.cli._options import COUNT, SCORE
 
 
@@ -20,6 +20,8 @@ from sipvis.cli._options import COUNT, SCORE
 @click.option("--score-thr", default=0.3, show_default=True, type=SCORE,
               help="Minimum detection score shown and tracked (the model's own default, 0.03, suits AP).")
 @tracker_option()
+@runtime_option()
+@threads_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(out_dir: Path, seed: int, frames: int, weights: str, device: str, score_thr: float,
             tracker: str, quiet: bool) -> None:

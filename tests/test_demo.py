@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,22 @@ def test_demo_writes_playable_video_and_json(tmp_path):
         assert sum(1 for _ in c.decode(video=0)) == 6
     entries = json.loads((out / "tracked.json").read_text())
     assert entries and all(len(e["segmentations"]) == 6 for e in entries)
+
+
+def test_demo_runs_in_the_fastest_runtime_when_asked(tmp_path):
+    """`sipvis demo --runtime auto` exports the model once into the weights cache and tracks with it."""
+    pytest.importorskip("onnxruntime")
+    weights = tiny_checkpoint(tmp_path)
+    out = tmp_path / "demo"
+    env = {**os.environ, "SIPVIS_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", "from sipvis.cli import main; main()", "demo", "-o", str(out),
+                             "--weights", str(weights), "--frames", "4", "--score-thr", "0.03", "--quiet",
+                             "--runtime", "auto", "--threads", "1"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Exporting" in result.stderr and "for onnxruntime" in result.stderr
+    assert len(list((tmp_path / "home" / "weights" / "exported").glob("*-onnx-*.onnx"))) == 1
+    entries = json.loads((out / "tracked.json").read_text())
+    assert entries and all(len(e["segmentations"]) == 4 for e in entries)
 
 
 @pytest.mark.slow
