@@ -157,20 +157,39 @@ def test_fast_nms_equals_every_rank_flagged(seed):
     assert torch.equal(index[valid], order.flatten(1).gather(1, pos)[valid])
 
 
-@pytest.mark.parametrize("factor", [1, 2, 4])
-def test_row_band_upsampling_equals_the_whole_map(factor):
-    """Masks upsampled from their bands of rows equal the whole maps' upsampling, thresholded: boxes
-    anywhere, touching the map's edges, empty or covering it all."""
-    from sipvis.model.postprocess import _upsample_row_bands
+@pytest.mark.parametrize("factor", [(1.0, 1.0), (2.0, 2.0), (4.0, 4.0), (5.0, 5.0), (2 / 0.75, 2 / 0.75),
+                                    (2.5, 3.125), (10.0, 10.0)])
+def test_windowed_upsampling_decides_every_pixel_as_the_whole_map(factor, monkeypatch):
+    """Masks upsampled in the windows around their boxes take the whole maps' decisions, thresholded,
+    cropped or pasted into a larger frame: boxes anywhere, touching the map's edges, empty or covering it
+    all; values sitting on the threshold are handed to the whole-map upsampling, and only those maps."""
+    from sipvis.model import postprocess
 
-    g = torch.Generator().manual_seed(factor)
-    h, w = 48, 80
+    handed = []
+    whole_map = postprocess._threshold_whole
+    monkeypatch.setattr(postprocess, "_threshold_whole",
+                        lambda soft, f, t, out, slots: handed.append(slots.clone()) or whole_map(soft, f, t, out, slots))
+    g = torch.Generator().manual_seed(int(factor[1] * 100))
+    h, w = 45, 80
     r, c = torch.arange(h)[:, None], torch.arange(w)
-    for _ in range(20):
+    for trial in range(12):
         y1, x1 = torch.randint(0, h, (2, 6, 1, 1), generator=g), torch.randint(0, w, (2, 6, 1, 1), generator=g)
         y2, x2 = y1 + torch.randint(0, h, (2, 6, 1, 1), generator=g), x1 + torch.randint(0, w, (2, 6, 1, 1), generator=g)
         y1[0, 0], y2[0, 0], x1[0, 0], x2[0, 0] = 0, h, 0, w
         soft = torch.rand(2, 6, h, w, generator=g) * ((r >= y1) & (r < y2) & (c >= x1) & (c < x2))
-        whole = F.interpolate(soft, scale_factor=float(factor), mode="bilinear", align_corners=False)
+        soft[1, 2] = (soft[1, 2] != 0) * 0.5  # every value of one map on the threshold 0.5
+        whole = F.interpolate(soft, scale_factor=factor, mode="bilinear", align_corners=False)
+        full_h, full_w = whole.shape[-2:]
         for threshold in (0.5, 0.1, 0.9):
-            assert torch.equal(_upsample_row_bands(soft, factor, threshold), whole > threshold)
+            for frame in ((full_h, full_w), (full_h - 3, full_w + 5), (full_h + 2, full_w - 7)):
+                handed.clear()
+                out = torch.zeros(2, 6, *frame, dtype=torch.bool)
+                postprocess._threshold_windows(soft, factor, threshold, out)
+                want = torch.zeros_like(out)
+                hh, ww = min(frame[0], full_h), min(frame[1], full_w)
+                want[..., :hh, :ww] = whole[..., :hh, :ww] > threshold
+                assert torch.equal(out, want), (trial, threshold, frame)
+                if threshold == 0.5 and frame == (full_h, full_w) and bool(soft[1, 2].any()):
+                    assert handed and bool(handed[0][1, 2])  # the map on the threshold went whole
+                if handed:
+                    assert int(handed[0].sum()) < 12  # only the maps with a value near the threshold

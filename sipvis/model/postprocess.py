@@ -7,6 +7,7 @@ no per-detection host synchronisation.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,12 +187,14 @@ def crop_split_masks(basis: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Ten
     source, target = _covered_pixels(inside)
     soft = basis.new_zeros((b, n, h * w + 1), dtype=torch.float32)  # the last column takes the padding
     if source.numel():
-        cols = basis.flatten(2).index_select(2, source)  # (B, K, P)
+        # gather, not index_select: along the last dim it is several times faster, same values and layout
+        cols = basis.flatten(2).gather(2, source.expand(b, k, -1))  # (B, K, P)
         logits = torch.einsum("bkp,bnqk->bnqp", cols, coeffs.view(b, n, 4, k).to(basis.dtype)).float()
-        quadrant = quadrant_index(right[..., 0, :].index_select(-1, source % w)[..., None, :],
-                                  bottom[..., 0].index_select(-1, source // w)[..., None, :])  # (B, N, 1, P)
+        column, row = ((source % w).expand(b, n, -1), (source // w).expand(b, n, -1))
+        quadrant = quadrant_index(right[..., 0, :].gather(2, column)[..., None, :],
+                                  bottom[..., 0].gather(2, row)[..., None, :])  # (B, N, 1, P)
         picked = logits.gather(2, quadrant).squeeze(2).sigmoid_()  # (B, N, P)
-        soft.index_copy_(2, target, picked.mul_(inside.flatten(2).index_select(2, source)))
+        soft.index_copy_(2, target, picked.mul_(inside.flatten(2).gather(2, source.expand(b, n, -1))))
     return soft[..., : h * w].unflatten(-1, (h, w))
 
 
@@ -235,59 +238,115 @@ def leading_slots(valid: torch.Tensor) -> int:
 def paste_masks(soft: torch.Tensor, valid: torch.Tensor, used: int, geom: FrameGeometry, threshold: float,
                 chunk: int = 16) -> torch.Tensor:
     """(B, U, h, w) soft masks at the basis size of the U = `used` leading slots of (B, K) `valid`
-    (`leading_slots`) -> (B, K, H, W) bool at the original size: bilinear by `geom.mask_factor()` given to
-    `F.interpolate` (align_corners False, as the original; output floor(size x factor)), > threshold,
-    pasted at the top-left into zeros and cropped to fit; all False in invalid slots.
+    (`leading_slots`) -> (B, K, H, W) bool at the original size: the decisions of bilinear upsampling by
+    `geom.mask_factor()` given to `F.interpolate` (align_corners False, as the original; output
+    floor(size x factor)), > threshold, pasted at the top-left into zeros and cropped to fit; all False
+    in invalid slots.
 
-    Slots are upsampled `chunk` at a time (memory: 100 masks of a 1333x800 image). When both factors are
-    one power of two (640x360 and 1280x720 video sources), only each mask's band of rows is upsampled
-    (`_upsample_row_bands`, the same bits); otherwise the whole maps are.
+    Slots are upsampled `chunk` at a time (memory: 100 masks of a 1333x800 image), each in the window of
+    pixels around its box (`_threshold_windows`): the same decisions as the whole maps', at a fraction of
+    the work.
     """
     b, k = valid.shape
     H, W = geom.original
     masks = torch.zeros((b, k, H, W), dtype=torch.bool, device=soft.device)
-    fy, fx = geom.mask_factor()
-    banded = fy == fx and fy >= 1 and fy.is_integer() and int(fy) & (int(fy) - 1) == 0
     for start in range(0, used, chunk):
         stop = min(start + chunk, used)
         # invalid slots of a frame among the leading ones are zeroed first, so they threshold to False
         src = soft[:, start:stop] * valid[:, start:stop, None, None]
-        if banded:
-            up = _upsample_row_bands(src, int(fy), threshold)
-        else:
-            up = F.interpolate(src, scale_factor=(fy, fx), mode="bilinear", align_corners=False) > threshold
-        hh, ww = min(up.shape[-2], H), min(up.shape[-1], W)
-        masks[:, start:stop, :hh, :ww] = up[..., :hh, :ww]
+        _threshold_windows(src, geom.mask_factor(), threshold, masks[:, start:stop])
     return masks
 
 
-def _upsample_row_bands(soft: torch.Tensor, factor: int, threshold: float, multiple: int = 16) -> torch.Tensor:
-    """`F.interpolate(soft, scale_factor=factor, bilinear) > threshold` for a power-of-two `factor`, from
-    each map's band of rows around its non-zero ones (one interpolate over all bands, one paste).
+# Bound on |value - exact bilinear value| of one upsampled pixel, for F.interpolate's float32 arithmetic
+# and for `_threshold_windows`' (values and weights in [0, 1], six rounded operations each: under 4e-7
+# together). Pixels this close to the threshold are decided by F.interpolate itself.
+_DECISION_MARGIN = 1e-6
 
-    Exact: with a power-of-two factor the sampling position of output row d is exactly
-    d / factor + (1 / factor - 1) / 2, so a band starting at input row `a` has the whole map's row weights
-    shifted by a * factor output rows. A band reaches one zero row past the non-zero ones (or the map's
-    edge, where the clamping is the whole map's): the output rows it changes read only zeros, and every
-    output row outside the band is 0 too. Bands keep the full width: the kernel's arithmetic along a row
-    depends on the position in the row (vector loop or not), so cropping columns would change the last
-    bit. Band heights are a multiple of `multiple` rows, so thread chunks split no row, as the whole map's.
+
+def _threshold_windows(soft: torch.Tensor, factor: tuple[float, float], threshold: float,
+                       out: torch.Tensor) -> None:
+    """Write `F.interpolate(soft, scale_factor=factor, bilinear) > threshold`, cropped to fit, into the
+    all-False (B, N, H, W) `out`, computing only each map's window of output pixels that can be non-zero.
+
+    A window is interpolated with the whole map's own taps (input rows / columns and weights, read from
+    F.interpolate: `_axis_taps`), rows then columns, so each value is the whole map's bilinear value up
+    to float rounding. A decision is taken from it when the value is more than `_DECISION_MARGIN` from
+    the threshold, the rounding of either side being smaller; a map with a pixel within the margin is
+    upsampled whole by F.interpolate, as the original, so every decision is F.interpolate's. Pixels
+    outside a window read only zeros: 0, never over a threshold >= 0.
     """
     b, n, h, w = soft.shape
-    rows = (soft != 0).any(-1)  # (B, N, h)
-    index = torch.arange(h, device=soft.device)
-    lo = (torch.where(rows, index, h).min(-1).values - 1).clamp(min=0)
-    hi = (torch.where(rows, index + 1, 0).max(-1).values + 1).clamp(max=h)
-    size = min(h, -(-int((hi - lo).clamp(min=0).max()) // multiple) * multiple)  # one host sync
-    out = soft.new_zeros((b, n, h * factor, w * factor), dtype=torch.bool)
-    if size == 0:
-        return out
-    start = torch.minimum(lo, torch.full_like(lo, h - size))  # (B, N)
-    band_rows = start[..., None] + torch.arange(size, device=soft.device)  # (B, N, size)
-    bands = soft.gather(2, band_rows[..., None].expand(-1, -1, -1, w))  # (B, N, size, w)
-    up = F.interpolate(bands, scale_factor=float(factor), mode="bilinear", align_corners=False) > threshold
-    up_rows = (start * factor)[..., None] + torch.arange(size * factor, device=soft.device)
-    return out.scatter_(2, up_rows[..., None].expand(-1, -1, -1, w * factor), up)
+    if threshold < 0:  # every pixel would be over it: no window to find
+        _threshold_whole(soft, factor, threshold, out, torch.ones(b, n, dtype=torch.bool))
+        return
+    nonzero = soft != 0
+    rows = _window(nonzero.any(-1), _axis_taps(h, factor[0], 0, soft.device, soft.dtype), out.shape[-2])
+    cols = _window(nonzero.any(-2), _axis_taps(w, factor[1], 1, soft.device, soft.dtype), out.shape[-1])
+    if rows is None or cols is None:
+        return
+    (row_at, top, bottom, w_top, w_bottom), (col_at, left, right, w_left, w_right) = rows, cols
+    upper, lower = (soft.gather(2, t[..., None].expand(-1, -1, -1, w)) for t in (top, bottom))
+    vertical = upper.mul_(w_top[..., None]).add_(lower.mul_(w_bottom[..., None]))  # (B, N, rows, w)
+    across = col_at.shape[-1]
+    left, right = (vertical.gather(3, t[..., None, :].expand(-1, -1, row_at.shape[-1], across)) for t in (left, right))
+    values = left.mul_(w_left[..., None, :]).add_(right.mul_(w_right[..., None, :]))  # (B, N, rows, cols)
+    pixels = row_at[..., None] * out.shape[-1] + col_at[..., None, :]
+    out.flatten(2).scatter_(2, pixels.flatten(2), (values > threshold).flatten(2))
+    unsure = values.sub_(threshold).abs_().le_(_DECISION_MARGIN).flatten(2).any(2)  # (B, N)
+    if bool(unsure.any()):  # one host sync; rare: a value within 1e-6 of the threshold
+        _threshold_whole(soft, factor, threshold, out, unsure)
+
+
+def _window(nonzero: torch.Tensor, taps: tuple[torch.Tensor, ...], limit: int):
+    """Along one axis: (B, N, size) flags of the input lines holding a non-zero value, the axis' taps and
+    the number of output lines kept -> per map, the output lines of its window (B, N, L), one length L
+    for all (the longest needed), and their taps gathered (B, N, L) each; None when every map is zero."""
+    first_tap, second_tap = taps[0], taps[1]
+    limit = min(limit, first_tap.numel())
+    index = torch.arange(nonzero.shape[-1], device=nonzero.device)
+    first = torch.where(nonzero, index, nonzero.shape[-1]).min(-1).values
+    last = torch.where(nonzero, index, -1).max(-1).values
+    # output lines whose taps reach [first, last]: the taps' lines never decrease along the output
+    lo = torch.searchsorted(second_tap, first).clamp(max=limit)
+    hi = torch.searchsorted(first_tap, last, right=True).clamp(max=limit)
+    length = int((hi - lo).clamp(min=0).max()) if hi.numel() else 0  # one host sync
+    if length == 0:
+        return None
+    start = torch.minimum(lo, torch.full_like(lo, limit - length))
+    at = start[..., None] + torch.arange(length, device=nonzero.device)
+    return (at, *(t[at] for t in taps))
+
+
+def _threshold_whole(soft: torch.Tensor, factor: tuple[float, float], threshold: float, out: torch.Tensor,
+                     slots: torch.Tensor) -> None:
+    """`out[i, j] = F.interpolate(soft[i, j]) > threshold`, cropped to fit, for the (B, N) `slots` flagged:
+    one map at a time (the same bits as in a batch of maps)."""
+    H, W = out.shape[-2:]
+    for i, j in slots.nonzero().tolist():
+        up = F.interpolate(soft[i : i + 1, j : j + 1], scale_factor=factor, mode="bilinear", align_corners=False)
+        hh, ww = min(up.shape[-2], H), min(up.shape[-1], W)
+        out[i, j, :hh, :ww] = up[0, 0, :hh, :ww] > threshold
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_taps(size: int, factor: float, axis: int, device: torch.device, dtype: torch.dtype):
+    """F.interpolate's own bilinear taps (align_corners False) along `axis` (0 rows, 1 columns) of a map
+    `size` lines long upsampled by `factor`, on `device` in `dtype`: for each output line, its first and
+    second input lines (long) and their weights, read by upsampling an identity matrix (exact: each
+    output is one weight x 1)."""
+    shape, scale = ((1, size, size, 1), (factor, 1.0)) if axis == 0 else ((1, size, 1, size), (1.0, factor))
+    probe = torch.eye(size, device=device, dtype=dtype).reshape(shape)
+    weights = F.interpolate(probe, scale_factor=scale, mode="bilinear", align_corners=False)[0].flatten(1)
+    taken = weights != 0  # (input line, output line)
+    first = taken.int().argmax(0)  # the first input line with a weight
+    second = (first + 1).clamp(max=size - 1)
+    lines = torch.arange(weights.shape[1], device=device)
+    w_first = weights[first, lines]
+    w_second = torch.where(second != first, weights[second, lines], 0.0)
+    if not torch.equal(taken.sum(0), (w_first != 0).int() + (w_second != 0).int()):
+        raise RuntimeError("F.interpolate's bilinear upsampling is not two adjacent taps per line")
+    return first, second, w_first, w_second
 
 
 def box_embeddings(track_feats: torch.Tensor, boxes: torch.Tensor, stride: int = 8) -> torch.Tensor:
