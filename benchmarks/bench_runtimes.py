@@ -1,5 +1,5 @@
 """Network-only time per frame of each runtime, side by side in one run: torch eager fp32 against the
-exported model in onnxruntime, OpenVINO and TorchScript (and, opt-in, onnxruntime int8).
+exported model in onnxruntime, OpenVINO and TorchScript (and, opt-in, the int8 ONNX of `sipvis export --int8`).
 
 Models: the R50 SipMask-VIS on the reference's deterministic weights (../shared/reference/sipmask_vis,
 built by its recipe) and the bundled demo model. Input: one pre-processed frame of 640x360 padded to
@@ -13,7 +13,7 @@ Exports are made once into `--cache` (default benchmarks/.runtimes/) and reused.
 
     .venv/bin/python benchmarks/bench_runtimes.py                    # the figures in BENCHMARKS.md
     .venv/bin/python benchmarks/bench_runtimes.py --models demo --threads 1 --repeats 5
-    .venv/bin/python benchmarks/bench_runtimes.py --int8             # adds onnxruntime dynamic int8
+    .venv/bin/python benchmarks/bench_runtimes.py --int8             # adds the int8 ONNX of `sipvis export --int8`
     .venv/bin/python benchmarks/bench_runtimes.py --models demo --threads 1 --fixed   # fixed vs dynamic size
 """
 
@@ -67,17 +67,18 @@ def exported_files(name: str, model: SipMaskVIS, cache: Path, int8: bool, fixed:
         if not files["onnxruntime-fixed"].exists():
             export_model(model, "onnx", files["onnxruntime-fixed"], size=(384, 640))
     if int8:
-        files["onnxruntime-int8"] = quantized(files["onnxruntime"])
+        files["onnxruntime-int8"] = quantized(model, files["onnxruntime"])
     return files
 
 
-def quantized(onnx_file: Path) -> Path:
-    """onnxruntime's dynamic int8 quantisation of the weights (opt-in; not parity-preserving)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantized(model: SipMaskVIS, onnx_file: Path) -> Path:
+    """`sipvis export --int8` of `model` beside `onnx_file`: its convolutions int8, calibrated on the
+    default 16 frames of a generated clip (opt-in; not parity-preserving)."""
+    from sipvis.runtime.quantize import calibration_frames, calibration_inputs
 
     out = onnx_file.with_name(onnx_file.stem + ".int8.onnx")
     if not out.exists():
-        quantize_dynamic(str(onnx_file), str(out), weight_type=QuantType.QUInt8)
+        export_model(model, "onnx", out, calibration=calibration_inputs(model, calibration_frames(None, 16)[0]))
     return out
 
 
@@ -129,7 +130,7 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--int8", action="store_true", help="also onnxruntime dynamic int8 (opt-in)")
+    parser.add_argument("--int8", action="store_true", help="also the int8 ONNX of `sipvis export --int8` (opt-in)")
     parser.add_argument("--fixed", action="store_true", help="also onnxruntime on a fixed-size (384x640) export")
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".runtimes")
     args = parser.parse_args()

@@ -93,7 +93,10 @@ def command(input_spec, weights, device, precision, batch, frames, size, warmup,
 
     result.info = {
         "input": input_spec or f"generated {dims[0]}x{dims[1]} synthetic clip",
-        "device": str(dev), **environment(dev), "precision": precision_name(dtype),
+        "device": str(dev), **environment(dev),
+        # an int8 export says so in its metadata (the segmenter's dtype is the float32 it is fed)
+        "precision": getattr(getattr(model, "info", None), "precision", None) or precision_name(dtype),
+        "runtime": getattr(model, "runtime", "torch"),
         "batch": segmenter.batch_size, "tracker": tracker,
         "weights": weights_label, "random_weights": random_weights,
         "model": f"R{model.cfg.depth} {model.cfg.style}, input up to {model.cfg.max_size[0]}x{model.cfg.max_size[1]}",
@@ -137,7 +140,8 @@ def _print_table(result, stages, end_to_end) -> None:
                       f"{timing.ms_per_frame:.2f}", end_section=i == len(result.stages) - 1)
     console = Console()
     console.print(table)
-    console.print(f"weights: {info['weights']}; model {info['model']}; tracker {info['tracker']}; "
+    console.print(f"weights: {info['weights']}; model {info['model']}; {info['runtime']} {info['precision']}; "
+                  f"tracker {info['tracker']}; "
                   f"{result.detections_per_frame:.1f} detections/frame", highlight=False)
     share = result.network_share()
     if share is not None:

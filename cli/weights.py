@@ -110,7 +110,13 @@ def convert_command(src: Path, dst: Path, classes: str) -> None:
 @command.command("info")
 @click.argument("path")
 def info_command(path: str) -> None:
-    """Describe a checkpoint: format, architecture, classes, parameter count."""
+    """Describe a checkpoint or an exported file (.onnx, .xml, .ts, .engine): format, architecture,
+    classes, parameter count (checkpoints) or precision and input size (exports)."""
+    from sipvis.runtime.choose import runtime_of_file
+
+    if runtime_of_file(path):
+        _describe_export(Path(path), runtime_of_file(path))
+        return
     from sipvis.checkpoint import load_weights
     from sipvis.weights import resolve_weights
 
@@ -119,6 +125,35 @@ def info_command(path: str) -> None:
     n_params = sum(v.numel() for v in state.values())
     click.echo(f"path:       {resolved.path}")
     click.echo(f"format:     {resolved.format}")
+    _describe_model(cfg)
+    click.echo(f"parameters: {n_params / 1e6:.2f} M in {len(state)} tensors")
+    click.echo(f"classes:    {cfg.num_classes}: {', '.join(cfg.class_names)}")
+
+
+def _describe_export(path: Path, runtime: str) -> None:
+    """The metadata an exported file carries (its runtime opens it: the file is checked too)."""
+    import torch
+
+    from sipvis.errors import SipvisError
+    from sipvis.runtime.choose import open_exported
+
+    if not path.is_file():
+        raise SipvisError(f"weights file not found: {path}")
+    device = torch.device("cuda" if runtime == "tensorrt" else "cpu")
+    info = open_exported(path, runtime, device).info
+    size = "dynamic (any frame size)" if info.input_size is None else \
+        f"fixed {info.input_size[1]}x{info.input_size[0]} (WxH, padded)"
+    click.echo(f"path:       {path}")
+    click.echo(f"format:     {runtime} export, {info.precision}"
+               + (" (opt-in, outside the fp32 parity tolerance)" if info.precision != "fp32" else ""))
+    _describe_model(info.cfg)
+    click.echo(f"input size: {size}")
+    click.echo(f"made with:  {', '.join(f'{k} {v}' for k, v in info.versions.items())}")
+    click.echo(f"classes:    {info.cfg.num_classes}: {', '.join(info.cfg.class_names)}")
+
+
+def _describe_model(cfg) -> None:
+    """The model, family and tracking lines of `weights info`."""
     from sipvis.model.families import family_name
 
     if cfg.task == "vis":
@@ -132,8 +167,6 @@ def info_command(path: str) -> None:
     tracking = ("tracking branch (--tracker original or robust)" if cfg.has_tracking_branch
                 else "no tracking branch: videos are tracked by box/mask overlap and class (robust tracker)")
     click.echo(f"tracking:   {tracking}")
-    click.echo(f"parameters: {n_params / 1e6:.2f} M in {len(state)} tensors")
-    click.echo(f"classes:    {cfg.num_classes}: {', '.join(cfg.class_names)}")
 
 
 def _class_names(spec: str) -> tuple[str, ...]:

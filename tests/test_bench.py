@@ -42,6 +42,7 @@ def test_bench_cli_reports_every_stage(tiny, tmp_path):
     report = json.loads(out.read_text())
     assert report["input_size"] == [320, 192] and report["frames"] == 4
     assert report["device"] == "cpu" and report["precision"] == "fp32" and report["batch"] == 1
+    assert report["runtime"] == "torch"
     assert report["random_weights"] is False and report["weights"] == str(tiny)
     assert list(report["stages"]) == list(STAGES)
     assert list(report["end_to_end"]) == list(END_TO_END)

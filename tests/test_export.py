@@ -214,3 +214,64 @@ def test_errors_are_one_line(tmp_path):
                        "CUDA GPU")
     result = sipvis("export", "--weights", "demo", "--format", "onnx", "-o", str(tmp_path / "x.xml"))
     assert result.returncode == 2 and "writes a .onnx file" in result.stderr
+
+
+@pytest.mark.slow
+def test_int8_export_is_quantised_calibrated_and_tracks(synth_frames, tmp_path):
+    """`--int8`: an ONNX file whose convolutions are int8 (QDQ), int8 in its metadata, with the agreement of
+    its detections with eager fp32's printed, and usable by `track` like any export."""
+    needs("onnx")
+    import onnx
+
+    from sipvis.runtime.onnx_runtime import read_info
+
+    path = tmp_path / "demo.int8.onnx"
+    result = sipvis("export", "--weights", "demo", "--format", "onnx", "--int8", "--calibrate", str(synth_frames),
+                    "--calibration-frames", "4", "-o", str(path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(path) and "int8 (calibrated on 4 frames of" in lines[1]
+    assert len([line for line in lines if line.endswith((" ok", " int8"))]) == 22  # every output, none FAIL
+    agreement = lines[-1]
+    assert agreement.startswith("int8 against eager fp32 on those frames: ")
+    share = float(agreement.split(": ")[1].split("%")[0])
+    assert 80 <= share <= 100, agreement  # measured 94-99% for the demo model
+    assert read_info(path).precision == "int8"
+    described = sipvis("weights", "info", str(path))
+    assert described.returncode == 0, described.stderr
+    assert "format:     onnxruntime export, int8 (opt-in" in described.stdout
+    assert "input size: dynamic" in described.stdout and "classes:    5: circle" in described.stdout
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv", "DeformConv"} <= ops
+    out = tmp_path / "int8.json"
+    result = sipvis("track", str(synth_frames), "--weights", str(path), "-o", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text()), "the int8 model found nothing to track"
+
+
+def test_detection_agreement_counts_what_the_candidate_finds_again(synth_frames):
+    """Against itself: everything, IoU 1. Against the same model keeping one detection a frame: exactly
+    its top detection, one per frame that has any."""
+    import cv2
+
+    from sipvis.runtime.quantize import detection_agreement
+
+    images = [cv2.imread(str(p)) for p in sorted(synth_frames.glob("*.jpg"))[:3]]
+    reference = Segmenter.from_checkpoint("demo", device="cpu")
+    share, iou, count = detection_agreement(reference, reference, images)
+    assert (share, iou) == (1.0, 1.0) and count > 3
+    top_only = Segmenter.from_checkpoint("demo", device="cpu", overrides={"max_per_img": 1})
+    share, iou, count = detection_agreement(reference, top_only, images)
+    assert share == pytest.approx(3 / count) and iou == 1.0
+
+
+def test_int8_options_are_checked(tmp_path):
+    out = str(tmp_path / "x.xml")
+    result = sipvis("export", "--weights", "demo", "--format", "openvino", "--int8", "-o", out)
+    assert result.returncode == 2 and "--int8 writes ONNX" in result.stderr
+    result = sipvis("export", "--weights", "demo", "--format", "onnx", "--calibrate", "x.mp4", "-o", out)
+    assert result.returncode == 2 and "--calibrate goes with --int8" in result.stderr
+    needs("onnx")
+    one_line_error(sipvis("export", "--weights", "demo", "--format", "onnx", "--int8", "--calibrate",
+                          str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "x.onnx")), "missing.mp4")
+    assert not (tmp_path / "x.onnx").exists()

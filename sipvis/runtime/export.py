@@ -10,7 +10,7 @@ export reads the same ONNX graph with a conversion rule to its own `DeformableCo
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,12 +161,15 @@ WRITERS: dict[str, Callable] = {"onnx": write_onnx, "openvino": write_openvino, 
                                 "tensorrt": write_tensorrt}
 
 
-def export_model(model: torch.nn.Module, fmt: str, path: str | Path, size: tuple[int, int] | None = None) -> Path:
+def export_model(model: torch.nn.Module, fmt: str, path: str | Path, size: tuple[int, int] | None = None,
+                 calibration: Sequence[torch.Tensor] | None = None) -> Path:
     """Write `model` (eager SipMaskVIS: a VIS or an image model) as `fmt` to `path`.
 
     Args:
         size: (Hp, Wp) multiples of the size divisor for a fixed-size export; None: dynamic height and
             width (any padded frame size). The batch size is dynamic either way.
+        calibration: pre-processed (1, 3, Hp, Wp) frames: an int8 ONNX file calibrated on them
+            (`sipvis.runtime.quantize`, opt-in, outside the fp32 parity contract); None: fp32.
 
     Returns:
         the written path (for OpenVINO the .xml; its .bin sits beside it).
@@ -176,12 +179,22 @@ def export_model(model: torch.nn.Module, fmt: str, path: str | Path, size: tuple
     if size is not None and any(s % model.cfg.size_divisor or s <= 0 for s in size):
         raise SipvisError(f"--size {size[1]}x{size[0]}: width and height must be positive multiples of "
                           f"{model.cfg.size_divisor} (the padded input size)")
+    if calibration is not None and fmt != "onnx":
+        raise SipvisError(f"int8 quantisation writes ONNX only (onnxruntime runs it), not {fmt}")
     path = Path(path)
     scoring = model.head.mask_scoring  # SipMask++: runs in torch in the post-processing, weights in the metadata
-    info = ExportInfo(model.cfg, size, versions(fmt), scoring.state_dict() if scoring is not None else None)
+    info = ExportInfo(model.cfg, size, versions(fmt), scoring.state_dict() if scoring is not None else None,
+                      "fp32" if calibration is None else "int8")
+    example = sample_input(model.cfg, size)
     with torch.no_grad():
         # the network as Segmenter runs it: frozen BatchNorm folded into the convolutions
-        WRITERS[fmt](folded_for_inference(model.eval()), path, sample_input(model.cfg, size), info, size is None)
+        network = folded_for_inference(model.eval())
+        if calibration is None:
+            WRITERS[fmt](network, path, example, info, size is None)
+        else:
+            from sipvis.runtime.quantize import write_int8_onnx
+
+            write_int8_onnx(network, path, example, calibration, info)
     return path
 
 

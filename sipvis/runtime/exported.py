@@ -81,19 +81,22 @@ class ExportInfo:
         input_size: (Hp, Wp) for a fixed-size export, None for a dynamic one.
         versions: package versions that made the file (sipvis, torch, the target runtime).
         rescoring: the SipMask++ mask re-scoring state dict (`MaskRescoring`, float32), None without one.
+        precision: "fp32", or "int8" for an opt-in quantised ONNX file (`sipvis export --int8`; outside the
+            fp32 parity contract).
     """
 
     cfg: SipMaskConfig
     input_size: tuple[int, int] | None
     versions: dict
     rescoring: dict[str, torch.Tensor] | None = None
+    precision: str = "fp32"
 
     def to_json(self) -> str:
         from sipvis.model.families import family_name
 
         meta = {"format": METADATA_FORMAT, "version": 1, "model": self.cfg.to_dict(),
                 "family": family_name(self.cfg), "input_size": list(self.input_size) if self.input_size else None,
-                "versions": self.versions}
+                "versions": self.versions, "precision": self.precision}
         if self.rescoring is not None:
             from safetensors.torch import save
 
@@ -110,7 +113,8 @@ class ExportInfo:
                 raise ValueError("no sipvis metadata")
             size = meta.get("input_size")
             return cls(SipMaskConfig.from_dict(meta["model"]), tuple(size) if size else None,
-                       meta.get("versions") or {}, _rescoring_state(meta.get("mask_rescoring")))
+                       meta.get("versions") or {}, _rescoring_state(meta.get("mask_rescoring")),
+                       str(meta.get("precision", "fp32")))
         except (ValueError, TypeError, KeyError) as exc:
             raise SipvisError(f"{source} is not a sipvis export ({exc}); make one with `sipvis export`") from None
 
