@@ -236,20 +236,22 @@ def leading_slots(valid: torch.Tensor) -> int:
 
 
 def paste_masks(soft: torch.Tensor, valid: torch.Tensor, used: int, geom: FrameGeometry, threshold: float,
-                chunk: int = 16) -> torch.Tensor:
+                budget: int = 1 << 23) -> torch.Tensor:
     """(B, U, h, w) soft masks at the basis size of the U = `used` leading slots of (B, K) `valid`
     (`leading_slots`) -> (B, K, H, W) bool at the original size: the decisions of bilinear upsampling by
     `geom.mask_factor()` given to `F.interpolate` (align_corners False, as the original; output
     floor(size x factor)), > threshold, pasted at the top-left into zeros and cropped to fit; all False
     in invalid slots.
 
-    Slots are upsampled `chunk` at a time (memory: 100 masks of a 1333x800 image), each in the window of
-    pixels around its box (`_threshold_windows`): the same decisions as the whole maps', at a fraction of
-    the work.
+    Each mask is upsampled in the window of pixels around its box (`_threshold_windows`): the same
+    decisions as the whole maps', at a fraction of the work. Slots go as many at a time as keep a window
+    the size of the frame under `budget` pixels (about 20 bytes each at the peak): 16 at 640x360, 7 at
+    1333x800, fewer for a batch of frames.
     """
     b, k = valid.shape
     H, W = geom.original
     masks = torch.zeros((b, k, H, W), dtype=torch.bool, device=soft.device)
+    chunk = max(1, min(16, budget // max(1, b * H * W)))
     for start in range(0, used, chunk):
         stop = min(start + chunk, used)
         # invalid slots of a frame among the leading ones are zeroed first, so they threshold to False
