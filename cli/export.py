@@ -69,8 +69,8 @@ def _export(weights, fmt: str, output, fixed, calibration, quiet: bool) -> list:
 
     from sipvis.checkpoint import build_model
     from sipvis.cli._progress import DownloadBars
-    from sipvis.runtime.choose import RUNTIME_FORMATS, open_exported
     from sipvis.engine.inference import Segmenter
+    from sipvis.runtime.choose import RUNTIME_FORMATS, open_exported
     from sipvis.runtime.export import SUFFIXES, export_model, parity, sample_input
     from sipvis.runtime.quantize import calibration_frames, calibration_inputs, detection_agreement
     from sipvis.weights import default_weights_name

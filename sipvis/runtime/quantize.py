@@ -21,6 +21,7 @@ import torch
 from sipvis.errors import SipvisError
 from sipvis.io.files import ensure_folder, write_bytes_atomic
 from sipvis.runtime.exported import INPUT_NAME, METADATA_KEY, ExportInfo, require
+from sipvis.track.robust import mask_iou
 
 
 def calibration_frames(source, frames: int) -> tuple[list[np.ndarray], str]:
@@ -109,7 +110,7 @@ def _quiet_root_logger():
 
 
 def detection_agreement(reference, candidate, images: Iterable[np.ndarray]) -> tuple[float, float, int]:
-    """How closely `candidate`'s detections follow `reference`'s (two `Segmenter`s) on `images`.
+    """How closely `candidate`'s detections follow `reference`'s (two `Segmenter`s on the CPU) on `images`.
 
     Returns:
         (share of the reference's detections that the candidate also finds: same class, mask IoU >= 0.5;
@@ -122,12 +123,9 @@ def detection_agreement(reference, candidate, images: Iterable[np.ndarray]) -> t
         total += int(a.sum())
         if not bool(a.any()) or not bool(b.any()):
             continue
-        ma, mb = want.masks[0][a].flatten(1).float(), got.masks[0][b].flatten(1).float()
-        inter = ma @ mb.T
-        union = ma.sum(1, keepdim=True) + mb.sum(1) - inter
-        iou = torch.where(union > 0, inter / union.clamp(min=1), 0.0)
-        iou = torch.where(want.labels[0][a][:, None] == got.labels[0][b][None, :], iou, 0.0)
-        best = iou.max(1).values
+        iou = mask_iou(*(d.masks[0][v].flatten(1).float().numpy() for d, v in ((want, a), (got, b))))
+        same_class = want.labels[0][a].numpy()[:, None] == got.labels[0][b].numpy()[None, :]
+        best = np.where(same_class, iou, 0.0).max(1)
         hits = best >= 0.5
         matched += int(hits.sum())
         ious += best[hits].tolist()

@@ -226,7 +226,7 @@ def _same_width(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return a is not None and b is not None and a.shape[1] == b.shape[1]
 
 
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, P) x (M, P) 0/1 float masks -> (N, M) IoU (0 where both are empty)."""
     inter = a @ b.T
     union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
@@ -323,7 +323,7 @@ class RobustTracker:
         aff += cfg.score_weight * np.log(np.maximum(frame.scores, 1e-6) / cfg.birth_score)[:, None]
         lost = tr.age > 0
         if _same_width(frame.masks, tr.masks):
-            aff += cfg.mask_iou_weight * _mask_iou(frame.masks, tr.masks)
+            aff += cfg.mask_iou_weight * mask_iou(frame.masks, tr.masks)
         if _same_width(frame.embeddings, tr.embeddings):
             sim = frame.embeddings @ tr.embeddings.T
             aff += cfg.embedding_weight * sim
@@ -388,7 +388,7 @@ class RobustTracker:
         n = len(frame)
         if n < 2 or self.cfg.duplicate_iou > 1 or frame.masks is None:
             return np.arange(n)
-        overlap = _mask_iou(frame.masks, frame.masks)
+        overlap = mask_iou(frame.masks, frame.masks)
         kept = np.zeros(n, bool)
         for i in np.argsort(-frame.scores, kind="stable"):
             kept[i] = not (overlap[i, kept] >= self.cfg.duplicate_iou).any()
