@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every GPU check and figure in one go (about 5 minutes on an H100), for a session that has a GPU:
+# Every GPU check and figure in one go (about 6 minutes on an H100), for a session that has a GPU:
 #   1. the CUDA parity tests against ../shared/reference (or $SIPVIS_SHARED/reference)
-#   2. `sipvis bench`: the R50 model (random weights) in fp16, and the demo model
+#   2. `sipvis bench`: the R50 model (random weights) in fp16 and fp32 at batch 1 and 8, the demo model,
+#      and the R50 as a TensorRT engine (when the tensorrt package is installed)
 #   3. `sipvis live` latency on a 1280x720 clip played in real time (R50 random weights, demo model)
 #   4. training throughput with AMP: the demo config and the paper's R50 recipe (speed only)
 # Usage: benchmarks/gpu_checks.sh [OUT_DIR]      (default runs/gpu_checks; PYTHON picks the interpreter)
@@ -33,11 +34,28 @@ step "bench: R50 (random weights), fp16, batch 8"
 $SV bench --device "$DEVICE" --precision "$PRECISION" --batch 8 --frames "$FRAMES" --json "$OUT/bench_r50_fp16.json"
 step "bench: demo model, fp16, batch 8"
 $SV bench --weights demo --device "$DEVICE" --precision "$PRECISION" --batch 8 --frames "$FRAMES" --json "$OUT/bench_demo_fp16.json"
+step "bench: R50, fp16 batch 1, fp32 batch 1 and 8"
+$SV bench --device "$DEVICE" --precision "$PRECISION" --batch 1 --frames "$FRAMES" --json "$OUT/bench_r50_fp16_b1.json"
+for b in 1 8; do
+  $SV bench --device "$DEVICE" --precision fp32 --batch "$b" --frames "$FRAMES" --json "$OUT/bench_r50_fp32_b$b.json"
+done
+
+$PY -c "from sipvis.engine.bench import random_model; from sipvis.checkpoint import save_checkpoint
+m = random_model(); save_checkpoint('$WORK/r50_random', m.cfg, m.state_dict())"
+step "TensorRT: the R50 exported to an fp32 engine (640x384 input), bench at batch 1 and 8"
+if [ "$DEVICE" != cuda ]; then
+  echo "skipped: TensorRT needs DEVICE=cuda"
+elif $PY -c "import tensorrt" 2>/dev/null; then
+  $SV export --weights "$WORK/r50_random.safetensors" --format tensorrt --size 640x384 -o "$WORK/r50.engine" | tail -3
+  for b in 1 8; do
+    $SV bench --weights "$WORK/r50.engine" --device cuda --batch "$b" --frames "$FRAMES" --json "$OUT/bench_r50_trt_b$b.json"
+  done
+else
+  echo "skipped: tensorrt is not installed (pip install tensorrt)"
+fi
 
 step "live: a 1280x720 10 fps clip played in real time, 8 s each"
 $SV synth "$WORK/clip" --videos 1 --frames 250 --seed 7 --split live --size 1280x720 --quiet
-$PY -c "from sipvis.engine.bench import random_model; from sipvis.checkpoint import save_checkpoint
-m = random_model(); save_checkpoint('$WORK/r50_random', m.cfg, m.state_dict())"
 for weights in "$WORK/r50_random.safetensors" demo; do
   $SV live --source "$WORK/clip/live/videos/video_00001.mp4" --realtime --no-window --duration 8 \
       --weights "$weights" --device "$DEVICE" 2>&1 | tail -1
