@@ -193,3 +193,20 @@ def test_windowed_upsampling_decides_every_pixel_as_the_whole_map(factor, monkey
                     assert handed and bool(handed[0][1, 2])  # the map on the threshold went whole
                 if handed:
                     assert int(handed[0].sum()) < 12  # only the maps with a value near the threshold
+
+def test_paste_masks_in_chunks_pastes_the_whole_maps_decisions():
+    """Any chunking (here one slot at a time, and all at once) gives the whole maps' thresholded
+    upsampling at the top-left of the frame, all False in invalid and unused slots."""
+    from sipvis.model.postprocess import FrameGeometry, paste_masks
+
+    g = torch.Generator().manual_seed(5)
+    soft = torch.rand(2, 4, 36, 64, generator=g) * (torch.rand(2, 4, 36, 64, generator=g) > 0.3)
+    valid = torch.tensor([[True, True, False, False, False, False], [True, True, True, False, False, False]])
+    # factor 5: 180x320 upsampled, pasted into 170x330 (rows cropped, columns past 320 False)
+    geom = FrameGeometry(resized=(72, 128), original=(170, 330), scale=0.4)
+    whole = F.interpolate(soft * valid[:, :4, None, None], scale_factor=geom.mask_factor(), mode="bilinear",
+                          align_corners=False) > 0.5
+    want = torch.zeros(2, 6, 170, 330, dtype=torch.bool)
+    want[:, :3, :, :320] = whole[:, :3, :170]
+    for budget in (1, None):
+        assert torch.equal(paste_masks(soft[:, :3], valid, 3, geom, 0.5, budget=budget), want)

@@ -236,7 +236,7 @@ def leading_slots(valid: torch.Tensor) -> int:
 
 
 def paste_masks(soft: torch.Tensor, valid: torch.Tensor, used: int, geom: FrameGeometry, threshold: float,
-                budget: int = 1 << 23) -> torch.Tensor:
+                budget: int | None = None) -> torch.Tensor:
     """(B, U, h, w) soft masks at the basis size of the U = `used` leading slots of (B, K) `valid`
     (`leading_slots`) -> (B, K, H, W) bool at the original size: the decisions of bilinear upsampling by
     `geom.mask_factor()` given to `F.interpolate` (align_corners False, as the original; output
@@ -244,13 +244,16 @@ def paste_masks(soft: torch.Tensor, valid: torch.Tensor, used: int, geom: FrameG
     in invalid slots.
 
     Each mask is upsampled in the window of pixels around its box (`_threshold_windows`): the same
-    decisions as the whole maps', at a fraction of the work. Slots go as many at a time as keep a window
-    the size of the frame under `budget` pixels (about 20 bytes each at the peak): 16 at 640x360, 7 at
-    1333x800, fewer for a batch of frames.
+    decisions as the whole maps', at a fraction of the work. Slots go as many at a time (up to 16) as keep
+    windows the size of the frame under `budget` pixels, about 20 bytes each at the peak (default: 2^23
+    on the CPU: 16 slots at 640x360, 7 at 1333x800; 2^27 on a GPU, where each chunk costs host syncs: a
+    batch of 8 1280x720 frames in one chunk of 16 slots).
     """
     b, k = valid.shape
     H, W = geom.original
     masks = torch.zeros((b, k, H, W), dtype=torch.bool, device=soft.device)
+    if budget is None:
+        budget = 1 << (27 if soft.device.type == "cuda" else 23)
     chunk = max(1, min(16, budget // max(1, b * H * W)))
     for start in range(0, used, chunk):
         stop = min(start + chunk, used)
