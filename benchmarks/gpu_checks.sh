@@ -48,7 +48,7 @@ if [ "$DEVICE" != cuda ]; then
 elif $PY -c "import tensorrt" 2>/dev/null; then
   $SV export --weights "$WORK/r50_random.safetensors" --format tensorrt --size 640x384 -o "$WORK/r50.engine" | tail -3
   for b in 1 8; do
-    $SV bench --weights "$WORK/r50.engine" --device cuda --batch "$b" --frames "$FRAMES" --json "$OUT/bench_r50_trt_b$b.json"
+    $SV bench --weights "$WORK/r50.engine" --device cuda --precision fp32 --batch "$b" --frames "$FRAMES" --json "$OUT/bench_r50_trt_b$b.json"
   done
 else
   echo "skipped: tensorrt is not installed (pip install tensorrt)"

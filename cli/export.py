@@ -48,8 +48,9 @@ def command(weights, fmt, output, size, dynamic, int8, calibrate, calibration_fr
         raise click.UsageError("--size and --dynamic exclude each other")
     if int8 and fmt != "onnx":
         raise click.UsageError(f"--int8 writes ONNX (onnxruntime runs it): use --format onnx, not {fmt}")
-    if not int8 and calibrate is not None:
-        raise click.UsageError("--calibrate goes with --int8")
+    if not int8 and (calibrate is not None or click.get_current_context().get_parameter_source(
+            "calibration_frames") != click.core.ParameterSource.DEFAULT):
+        raise click.UsageError("--calibrate and --calibration-frames go with --int8")
     fixed = None
     if size:
         width, height = parse_size(size, "--size")
@@ -104,12 +105,22 @@ def _export(weights, fmt: str, output, fixed, calibration, quiet: bool) -> list:
         outside = "int8" if frames is not None else "FAIL"
         for r in rows:
             click.echo(f"  {r.name:<14} {r.max_abs:10.3g}  tol {r.tolerance:8.3g}  {'ok' if r.ok else outside}")
-    if frames is not None:
-        share, iou, count = detection_agreement(Segmenter(model), Segmenter(exported), frames)
-        if not quiet:
-            click.echo(f"int8 against eager fp32 on those frames: {share:.1%} of {count} detections found again "
-                       f"(same class, mask IoU >= 0.5), mean mask IoU {iou:.3f}")
+    if frames is not None and not quiet:
+        _print_agreement(*detection_agreement(Segmenter(model), Segmenter(exported), frames))
     return rows
+
+
+def _print_agreement(share: float, iou: float, count: int) -> None:
+    """The int8 file's detections against eager fp32's, on the calibration frames; a warning when low."""
+    if count == 0:
+        click.echo("int8 against eager fp32: fp32 detects nothing on those frames, so nothing was compared; "
+                   "calibrate on footage with objects (--calibrate)")
+        return
+    click.echo(f"int8 against eager fp32 on those frames: {share:.1%} of {count} detections found again "
+               f"(same class, mask IoU >= 0.5, one to one), mean mask IoU {iou:.3f}")
+    if share < 0.5:
+        click.echo("warning: int8 loses most of fp32's detections here; calibrate on more frames like yours, or "
+                   "keep fp32", err=True)
 
 
 def _image_model_line(cfg) -> str:

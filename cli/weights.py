@@ -131,16 +131,13 @@ def info_command(path: str) -> None:
 
 
 def _describe_export(path: Path, runtime: str) -> None:
-    """The metadata an exported file carries (its runtime opens it: the file is checked too)."""
-    import torch
-
+    """The metadata an exported file carries."""
     from sipvis.errors import SipvisError
-    from sipvis.runtime.choose import open_exported
+    from sipvis.runtime.choose import exported_info
 
     if not path.is_file():
         raise SipvisError(f"weights file not found: {path}")
-    device = torch.device("cuda" if runtime == "tensorrt" else "cpu")
-    info = open_exported(path, runtime, device).info
+    info = exported_info(path, runtime)
     size = "dynamic (any frame size)" if info.input_size is None else \
         f"fixed {info.input_size[1]}x{info.input_size[0]} (WxH, padded)"
     click.echo(f"path:       {path}")

@@ -247,6 +247,10 @@ def test_int8_export_is_quantised_calibrated_and_tracks(synth_frames, tmp_path):
     result = sipvis("track", str(synth_frames), "--weights", str(path), "-o", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     assert json.loads(out.read_text()), "the int8 model found nothing to track"
+    result = sipvis("bench", str(synth_frames), "--weights", str(path), "--frames", "2", "--json", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert (report["runtime"], report["precision"]) == ("onnxruntime", "int8")
 
 
 def test_detection_agreement_counts_what_the_candidate_finds_again(synth_frames):
@@ -263,15 +267,17 @@ def test_detection_agreement_counts_what_the_candidate_finds_again(synth_frames)
     top_only = Segmenter.from_checkpoint("demo", device="cpu", overrides={"max_per_img": 1})
     share, iou, count = detection_agreement(reference, top_only, images)
     assert share == pytest.approx(3 / count) and iou == 1.0
+    blind = Segmenter.from_checkpoint("demo", device="cpu", overrides={"score_thr": 1.0})
+    assert detection_agreement(blind, reference, images) == (0.0, 0.0, 0)  # nothing to compare
 
 
 def test_int8_options_are_checked(tmp_path):
     out = str(tmp_path / "x.xml")
     result = sipvis("export", "--weights", "demo", "--format", "openvino", "--int8", "-o", out)
     assert result.returncode == 2 and "--int8 writes ONNX" in result.stderr
-    result = sipvis("export", "--weights", "demo", "--format", "onnx", "--calibrate", "x.mp4", "-o", out)
-    assert result.returncode == 2 and "--calibrate goes with --int8" in result.stderr
+    for option in (("--calibrate", "x.mp4"), ("--calibration-frames", "4")):
+        result = sipvis("export", "--weights", "demo", "--format", "onnx", *option, "-o", out)
+        assert result.returncode == 2 and "go with --int8" in result.stderr
     needs("onnx")
     one_line_error(sipvis("export", "--weights", "demo", "--format", "onnx", "--int8", "--calibrate",
                           str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "x.onnx")), "missing.mp4")
-    assert not (tmp_path / "x.onnx").exists()

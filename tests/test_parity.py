@@ -157,7 +157,7 @@ def test_fast_nms_equals_every_rank_flagged(seed):
     assert torch.equal(index[valid], order.flatten(1).gather(1, pos)[valid])
 
 
-@pytest.mark.parametrize("factor", [(1.0, 1.0), (2.0, 2.0), (4.0, 4.0), (5.0, 5.0), (2 / 0.75, 2 / 0.75),
+@pytest.mark.parametrize("factor", [(0.5, 0.5), (1.0, 1.0), (2.0, 2.0), (4.0, 4.0), (5.0, 5.0), (2 / 0.75, 2 / 0.75),
                                     (2.5, 3.125), (10.0, 10.0)])
 def test_windowed_upsampling_decides_every_pixel_as_the_whole_map(factor, monkeypatch):
     """Masks upsampled in the windows around their boxes take the whole maps' decisions, thresholded,
@@ -172,6 +172,7 @@ def test_windowed_upsampling_decides_every_pixel_as_the_whole_map(factor, monkey
     g = torch.Generator().manual_seed(int(factor[1] * 100))
     h, w = 45, 80
     r, c = torch.arange(h)[:, None], torch.arange(w)
+    on_threshold = 0
     for trial in range(12):
         y1, x1 = torch.randint(0, h, (2, 6, 1, 1), generator=g), torch.randint(0, w, (2, 6, 1, 1), generator=g)
         y2, x2 = y1 + torch.randint(0, h, (2, 6, 1, 1), generator=g), x1 + torch.randint(0, w, (2, 6, 1, 1), generator=g)
@@ -180,7 +181,7 @@ def test_windowed_upsampling_decides_every_pixel_as_the_whole_map(factor, monkey
         soft[1, 2] = (soft[1, 2] != 0) * 0.5  # every value of one map on the threshold 0.5
         whole = F.interpolate(soft, scale_factor=factor, mode="bilinear", align_corners=False)
         full_h, full_w = whole.shape[-2:]
-        for threshold in (0.5, 0.1, 0.9):
+        for threshold in (0.5, 0.1, 0.9, 0.0):
             for frame in ((full_h, full_w), (full_h - 3, full_w + 5), (full_h + 2, full_w - 7)):
                 handed.clear()
                 out = torch.zeros(2, 6, *frame, dtype=torch.bool)
@@ -189,10 +190,13 @@ def test_windowed_upsampling_decides_every_pixel_as_the_whole_map(factor, monkey
                 hh, ww = min(frame[0], full_h), min(frame[1], full_w)
                 want[..., :hh, :ww] = whole[..., :hh, :ww] > threshold
                 assert torch.equal(out, want), (trial, threshold, frame)
-                if threshold == 0.5 and frame == (full_h, full_w) and bool(soft[1, 2].any()):
-                    assert handed and bool(handed[0][1, 2])  # the map on the threshold went whole
-                if handed:
-                    assert int(handed[0].sum()) < 12  # only the maps with a value near the threshold
+                if bool(((whole[1, 2, :hh, :ww] - threshold).abs() <= 1e-7).any()):
+                    assert handed and bool(handed[0][1, 2])  # a map with a value on the threshold went whole
+                    on_threshold += 1
+                for slots in handed:  # only maps with a value near the threshold go whole
+                    for i, j in slots.nonzero().tolist():
+                        assert bool(((whole[i, j, :hh, :ww] - threshold).abs() <= 2e-6).any()), (i, j)
+    assert on_threshold  # the hand-over was exercised
 
 def test_paste_masks_in_chunks_pastes_the_whole_maps_decisions():
     """Any chunking (here one slot at a time, and all at once) gives the whole maps' thresholded

@@ -245,27 +245,27 @@ def paste_masks(soft: torch.Tensor, valid: torch.Tensor, used: int, geom: FrameG
 
     Each mask is upsampled in the window of pixels around its box (`_threshold_windows`): the same
     decisions as the whole maps', at a fraction of the work. Slots go as many at a time (up to 16) as keep
-    windows the size of the frame under `budget` pixels, about 20 bytes each at the peak (default: 2^23
-    on the CPU: 16 slots at 640x360, 7 at 1333x800; 2^27 on a GPU, where each chunk costs host syncs: a
-    batch of 8 1280x720 frames in one chunk of 16 slots).
+    windows the size of the frame under `budget` pixels, about 13 bytes each at the peak (default: 2^23
+    on the CPU: 16 slots at 640x360, 7 at 1333x800; 2^26 on a GPU, where each chunk costs host syncs: a
+    batch of 8 1280x720 frames in two chunks).
     """
     b, k = valid.shape
     H, W = geom.original
     masks = torch.zeros((b, k, H, W), dtype=torch.bool, device=soft.device)
     if budget is None:
-        budget = 1 << (27 if soft.device.type == "cuda" else 23)
+        budget = 1 << (26 if soft.device.type == "cuda" else 23)
     chunk = max(1, min(16, budget // max(1, b * H * W)))
     for start in range(0, used, chunk):
         stop = min(start + chunk, used)
         # invalid slots of a frame among the leading ones are zeroed first, so they threshold to False
-        src = soft[:, start:stop] * valid[:, start:stop, None, None]
+        src = soft[:, start:stop].float() * valid[:, start:stop, None, None]  # the margin assumes float32
         _threshold_windows(src, geom.mask_factor(), threshold, masks[:, start:stop])
     return masks
 
 
 # Bound on |value - exact bilinear value| of one upsampled pixel, for F.interpolate's float32 arithmetic
-# and for `_threshold_windows`' (values and weights in [0, 1], six rounded operations each: under 4e-7
-# together). Pixels this close to the threshold are decided by F.interpolate itself.
+# and for `_threshold_windows`' (values and weights in [0, 1], at most eight rounded operations each:
+# under 5e-7 together). Pixels this close to the threshold are decided by F.interpolate itself.
 _DECISION_MARGIN = 1e-6
 
 
@@ -296,6 +296,7 @@ def _threshold_windows(soft: torch.Tensor, factor: tuple[float, float], threshol
     across = col_at.shape[-1]
     left, right = (vertical.gather(3, t[..., None, :].expand(-1, -1, row_at.shape[-1], across)) for t in (left, right))
     values = left.mul_(w_left[..., None, :]).add_(right.mul_(w_right[..., None, :]))  # (B, N, rows, cols)
+    del left, right, vertical  # the peak: `values` and the paste's index
     pixels = row_at[..., None] * out.shape[-1] + col_at[..., None, :]
     out.flatten(2).scatter_(2, pixels.flatten(2), (values > threshold).flatten(2))
     unsure = values.sub_(threshold).abs_().le_(_DECISION_MARGIN).flatten(2).any(2)  # (B, N)

@@ -125,6 +125,22 @@ def open_exported(path: Path, runtime: str, device: torch.device, overrides: dic
     return TensorRTModel(path, device, overrides)
 
 
+def exported_info(path: Path, runtime: str):
+    """An exported file's metadata (`ExportInfo`), read without running it where the format allows (ONNX,
+    TensorRT's metadata file); OpenVINO and TorchScript files are opened on the CPU."""
+    if runtime == "onnxruntime":
+        from sipvis.runtime.onnx_runtime import read_info
+
+        return read_info(path)
+    if runtime == "tensorrt":
+        from sipvis.runtime.tensorrt_runtime import read_info
+
+        return read_info(path)
+    import torch
+
+    return open_exported(path, runtime, torch.device("cpu")).info
+
+
 def source_sha256(weights: str | Path, progress: DownloadProgress | None = None) -> str:
     """sha256 of the files a `--weights` value loads (a sipvis checkpoint: its .safetensors and .json)."""
     from sipvis.checkpoint import checkpoint_paths

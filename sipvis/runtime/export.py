@@ -181,6 +181,8 @@ def export_model(model: torch.nn.Module, fmt: str, path: str | Path, size: tuple
                           f"{model.cfg.size_divisor} (the padded input size)")
     if calibration is not None and fmt != "onnx":
         raise SipvisError(f"int8 quantisation writes ONNX only (onnxruntime runs it), not {fmt}")
+    if calibration is not None and not calibration:
+        raise SipvisError("int8 quantisation needs at least one calibration frame")
     path = Path(path)
     scoring = model.head.mask_scoring  # SipMask++: runs in torch in the post-processing, weights in the metadata
     info = ExportInfo(model.cfg, size, versions(fmt), scoring.state_dict() if scoring is not None else None,

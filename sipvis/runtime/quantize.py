@@ -112,9 +112,11 @@ def _quiet_root_logger():
 def detection_agreement(reference, candidate, images: Iterable[np.ndarray]) -> tuple[float, float, int]:
     """How closely `candidate`'s detections follow `reference`'s (two `Segmenter`s on the CPU) on `images`.
 
+    Detections are paired one to one, greedily by mask IoU, within a class; a pair counts at IoU >= 0.5.
+
     Returns:
-        (share of the reference's detections that the candidate also finds: same class, mask IoU >= 0.5;
-        mean mask IoU of those matches; number of reference detections). (1.0, 1.0, 0) without any.
+        (share of the reference's detections paired; mean mask IoU of the pairs; number of reference
+        detections). (0.0, 0.0, 0) when the reference finds nothing: nothing to compare.
     """
     matched, total, ious = 0, 0, []
     for image in images:
@@ -125,13 +127,26 @@ def detection_agreement(reference, candidate, images: Iterable[np.ndarray]) -> t
             continue
         iou = mask_iou(*(d.masks[0][v].flatten(1).float().numpy() for d, v in ((want, a), (got, b))))
         same_class = want.labels[0][a].numpy()[:, None] == got.labels[0][b].numpy()[None, :]
-        best = np.where(same_class, iou, 0.0).max(1)
-        hits = best >= 0.5
-        matched += int(hits.sum())
-        ious += best[hits].tolist()
+        pairs = _greedy_pairs(np.where(same_class, iou, 0.0), 0.5)
+        matched += len(pairs)
+        ious += pairs
     if total == 0:
-        return 1.0, 1.0, 0
+        return 0.0, 0.0, 0
     return matched / total, float(np.mean(ious)) if ious else 0.0, total
+
+
+def _greedy_pairs(iou: np.ndarray, threshold: float) -> list[float]:
+    """(N, M) IoU -> the IoUs of one-to-one pairs taken highest first, each at least `threshold`."""
+    used_rows, used_cols, taken = set(), set(), []
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        row, col = divmod(int(flat), iou.shape[1])
+        if iou[row, col] < threshold:
+            break
+        if row not in used_rows and col not in used_cols:
+            used_rows.add(row)
+            used_cols.add(col)
+            taken.append(float(iou[row, col]))
+    return taken
 
 
 __all__ = ["calibration_frames", "calibration_inputs", "detection_agreement", "write_int8_onnx"]

@@ -55,7 +55,7 @@ class TensorRTModel(ExportedModel):
         path = Path(path)
         if device.type != "cuda":
             raise SipvisError("the tensorrt runtime needs a CUDA device (--device cuda)")
-        super().__init__(ExportInfo.from_json(_read_text(sidecar(path)), str(path)), str(path), overrides)
+        super().__init__(read_info(path), str(path), overrides)
         self.device = device
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
@@ -81,6 +81,11 @@ class TensorRTModel(ExportedModel):
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise SipvisError(f"TensorRT failed to run {self.source}")
         return outputs
+
+
+def read_info(path: Path) -> ExportInfo:
+    """The sipvis metadata of an engine, from the file beside it (no GPU needed)."""
+    return ExportInfo.from_json(_read_text(sidecar(path)), str(path))
 
 
 def _read_text(path: Path) -> str:
