@@ -467,9 +467,14 @@ def annotated_window_visible(screen: np.ndarray) -> bool:
 
 
 def test_window_under_virtual_display_shows_annotated_frames(xvfb, tiny_weights, tmp_path):
+    from sipvis.engine.bench import generate_clip
+
     env = {**os.environ, "DISPLAY": xvfb, "QT_QPA_PLATFORM": "xcb"}
     env.pop("WAYLAND_DISPLAY", None)
-    proc = sipvis_popen("live", "--tracker", "original", "--source", str(bikes()), "--realtime", "--duration", "120", "--weights",
+    # played in real time for as long as the test waits (a 10 s clip could end before a loaded machine
+    # has drawn its first frame); the run stops as soon as the window is seen
+    clip = generate_clip(tmp_path / "long.mp4", 640, 360, frames=600, fps=5)
+    proc = sipvis_popen("live", "--tracker", "original", "--source", str(clip), "--realtime", "--duration", "120", "--weights",
                         str(tiny_weights), env=env, cwd=tmp_path)
     try:
         seen = False
@@ -479,6 +484,9 @@ def test_window_under_virtual_display_shows_annotated_frames(xvfb, tiny_weights,
             if annotated_window_visible(screenshot(xvfb)):
                 seen = True
                 break
+        if not seen and proc.poll() is not None:
+            raise AssertionError(f"live ended (exit {proc.returncode}) before a window was seen: "
+                                 f"{proc.communicate()[1][-2000:]}")
         assert seen, "no annotated frame with the HUD appeared on the virtual display"
         proc.send_signal(signal.SIGINT)  # Ctrl-C with a window open ends cleanly too
         _, stderr = proc.communicate(timeout=120)
