@@ -72,11 +72,9 @@ def choose_threads(requested: int | None = None, cores: int | None = None, defau
     """
     if requested is not None and requested < 0:
         raise SipvisError(f"--threads {requested}: give a positive number of threads, or 0 for automatic")
-    if requested:
-        return requested
     environ = os.environ if environ is None else environ
-    if environ.get("OMP_NUM_THREADS", "").strip():
-        return None
+    if user_chose_threads(requested, environ):
+        return requested or None  # --threads N, or OMP_NUM_THREADS that torch already applied
     cores = available_cores() if cores is None else cores
     # processes started together by torchrun on this machine share its cores
     cores //= max(1, int(environ.get("LOCAL_WORLD_SIZE", "1") or 1))
@@ -85,6 +83,11 @@ def choose_threads(requested: int | None = None, cores: int | None = None, defau
 
         default = torch.get_num_threads()
     return max(1, min(default, cores))
+
+
+def user_chose_threads(requested: int | None, environ: dict) -> bool:
+    """Whether the thread count is the user's: `--threads N` (N > 0) or `OMP_NUM_THREADS` set."""
+    return bool(requested) or bool(environ.get("OMP_NUM_THREADS", "").strip())
 
 
 def set_inference_threads(requested: int | None = None) -> int:
@@ -103,8 +106,7 @@ def fit_threads_to_model(model, device, requested: int | None = None, environ: d
     `OMP_NUM_THREADS`). Returns the pool size now in effect."""
     import torch
 
-    environ = os.environ if environ is None else environ
-    chosen = bool(requested) or bool(environ.get("OMP_NUM_THREADS", "").strip())
+    chosen = user_chose_threads(requested, os.environ if environ is None else environ)
     # TorchScript runs torch's own kernels on torch's pool
     eager = getattr(model, "runtime", "torch") in ("torch", "torchscript") and torch.device(device).type == "cpu"
     width, height = model.cfg.max_size

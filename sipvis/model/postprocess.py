@@ -282,45 +282,50 @@ def _threshold_windows(soft: torch.Tensor, factor: tuple[float, float], threshol
     outside a window read only zeros: 0, never over a threshold >= 0.
     """
     b, n, h, w = soft.shape
+    if soft.numel() == 0:
+        return
     if threshold < 0:  # every pixel would be over it: no window to find
         _threshold_whole(soft, factor, threshold, out, torch.ones(b, n, dtype=torch.bool))
         return
     nonzero = soft != 0
-    rows = _window(nonzero.any(-1), _axis_taps(h, factor[0], 0, soft.device, soft.dtype), out.shape[-2])
-    cols = _window(nonzero.any(-2), _axis_taps(w, factor[1], 1, soft.device, soft.dtype), out.shape[-1])
-    if rows is None or cols is None:
+    taps = [_axis_taps(size, f, axis, soft.device, soft.dtype) for axis, (size, f) in enumerate(zip((h, w), factor))]
+    limits = (min(out.shape[-2], taps[0][0].numel()), min(out.shape[-1], taps[1][0].numel()))
+    bounds = [_window_bounds(nonzero.any(-1 - axis), taps[axis], limits[axis]) for axis in (0, 1)]
+    lengths = torch.stack([(hi - lo).clamp(min=0).amax() for lo, hi in bounds]).tolist()  # one host sync
+    if min(lengths) == 0:  # every map is zero (or cropped away)
         return
-    (row_at, top, bottom, w_top, w_bottom), (col_at, left, right, w_left, w_right) = rows, cols
+    (row_at, top, bottom, w_top, w_bottom), (col_at, left, right, w_left, w_right) = (
+        _window_lines(bounds[axis][0], lengths[axis], taps[axis], limits[axis]) for axis in (0, 1))
     upper, lower = (soft.gather(2, t[..., None].expand(-1, -1, -1, w)) for t in (top, bottom))
     vertical = upper.mul_(w_top[..., None]).add_(lower.mul_(w_bottom[..., None]))  # (B, N, rows, w)
-    across = col_at.shape[-1]
-    left, right = (vertical.gather(3, t[..., None, :].expand(-1, -1, row_at.shape[-1], across)) for t in (left, right))
+    left, right = (vertical.gather(3, t[..., None, :].expand(-1, -1, lengths[0], -1)) for t in (left, right))
     values = left.mul_(w_left[..., None, :]).add_(right.mul_(w_right[..., None, :]))  # (B, N, rows, cols)
     del left, right, vertical  # the peak: `values` and the paste's index
     pixels = row_at[..., None] * out.shape[-1] + col_at[..., None, :]
     out.flatten(2).scatter_(2, pixels.flatten(2), (values > threshold).flatten(2))
     unsure = values.sub_(threshold).abs_().le_(_DECISION_MARGIN).flatten(2).any(2)  # (B, N)
-    if bool(unsure.any()):  # one host sync; rare: a value within 1e-6 of the threshold
+    if bool(unsure.any()):  # the second host sync; rare: a value within 1e-6 of the threshold
         _threshold_whole(soft, factor, threshold, out, unsure)
 
 
-def _window(nonzero: torch.Tensor, taps: tuple[torch.Tensor, ...], limit: int):
-    """Along one axis: (B, N, size) flags of the input lines holding a non-zero value, the axis' taps and
-    the number of output lines kept -> per map, the output lines of its window (B, N, L), one length L
-    for all (the longest needed), and their taps gathered (B, N, L) each; None when every map is zero."""
+def _window_bounds(nonzero: torch.Tensor, taps: tuple[torch.Tensor, ...], limit: int):
+    """Along one axis: (B, N, size) flags of the input lines holding a non-zero value and the axis' taps
+    -> per map, the output lines [lo, hi) whose taps reach a non-zero line, within the first `limit`."""
     first_tap, second_tap = taps[0], taps[1]
-    limit = min(limit, first_tap.numel())
     index = torch.arange(nonzero.shape[-1], device=nonzero.device)
     first = torch.where(nonzero, index, nonzero.shape[-1]).min(-1).values
     last = torch.where(nonzero, index, -1).max(-1).values
-    # output lines whose taps reach [first, last]: the taps' lines never decrease along the output
+    # the taps' lines never decrease along the output
     lo = torch.searchsorted(second_tap, first).clamp(max=limit)
     hi = torch.searchsorted(first_tap, last, right=True).clamp(max=limit)
-    length = int((hi - lo).clamp(min=0).max()) if hi.numel() else 0  # one host sync
-    if length == 0:
-        return None
+    return lo, hi
+
+
+def _window_lines(lo: torch.Tensor, length: int, taps: tuple[torch.Tensor, ...], limit: int):
+    """Each map's window of `length` output lines (the longest needed, the same for all maps), starting at
+    its `lo` and kept within `limit`: the lines (B, N, length) and their taps, gathered likewise."""
     start = torch.minimum(lo, torch.full_like(lo, limit - length))
-    at = start[..., None] + torch.arange(length, device=nonzero.device)
+    at = start[..., None] + torch.arange(length, device=lo.device)
     return (at, *(t[at] for t in taps))
 
 
